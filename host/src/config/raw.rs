@@ -1,0 +1,1 @@
+//! STUB: raw serde structs mirroring config.json.

@@ -1,0 +1,3 @@
+//! STUB
+pub struct AppState;
+pub async fn serve() {}
