@@ -1,0 +1,134 @@
+//! Start a gateway from a config snippet, talk to it, stop it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard::config::Config;
+use switchyard::server::Server;
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Parse a config (with `listen` forced to port 0) using `env` for `env.` values.
+pub fn config(mut cfg: Value, env: &[(&str, &str)]) -> Config {
+    let client = cfg
+        .as_object_mut()
+        .unwrap()
+        .entry("client")
+        .or_insert_with(|| json!({}));
+    client["listen"] = json!("127.0.0.1:0");
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let text = cfg.to_string();
+    match Config::from_json(&text, Path::new("."), &env) {
+        Ok((c, _warnings)) => c,
+        Err(e) => panic!("test config invalid: {e}\n{text}"),
+    }
+}
+
+impl Gateway {
+    pub async fn start(cfg: Value) -> Gateway {
+        Self::start_with_env(cfg, &[]).await
+    }
+
+    pub async fn start_with_env(cfg: Value, env: &[(&str, &str)]) -> Gateway {
+        Self::from_config(config(cfg, env)).await
+    }
+
+    pub async fn from_config(cfg: Config) -> Gateway {
+        let server = Server::bind(cfg).await.expect("gateway starts");
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("gateway runs");
+        });
+        Gateway {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn chat(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client.get(self.url(path)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Begin graceful shutdown; returns the server task to await.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A provider entry pointing at a mock.
+pub fn openai_provider(base: &str) -> Value {
+    json!({
+        "keys": [{"value": "sk-test-key-0001", "models": [], "weight": 1.0}],
+        "network_config": {"base_url": format!("{base}/v1")}
+    })
+}
+
+pub fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+/// Poll `f` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f()
+}
+
+/// Value of a counter/gauge line in Prometheus text, e.g. `name{a="b"}`.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask test` (the CI entry point) and `cargo xtask run` (the quick start).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Run `cmd`, echoing it, and fail loudly on a non-zero exit.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// `.venv/bin/python` with `packages` installed (created on first use).
+pub fn venv(packages: &[&str]) -> Result<PathBuf> {
+    let root = root();
+    let python = root.join(".venv/bin/python");
+    if !python.exists() {
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(root.join(".venv")))?;
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            let module = p.split(['=', '<', '>']).next().unwrap_or(p).replace('-', "_");
+            !Command::new(&python)
+                .args(["-c", &format!("import {module}")])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        run_cmd(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(&missing),
+        )?;
+    }
+    Ok(python)
+}
+
+/// Everything CI checks: format, lints, plugins, every test.
+pub fn test() -> Result<()> {
+    let started = Instant::now();
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::plugins::build_plugins(&["--python".to_string()])?;
+    venv(&["openai"])?;
+    run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The shutdown test sends SIGTERM to the real binary.
+    run_cmd(cargo().args(["build", "--package", "switchyard", "--bin", "switchyard"]))?;
+    run_cmd(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    eprintln!("xtask test: all green in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Kills the child when dropped, so Ctrl-C on `run` takes the mock down too.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Build the plugins, start the demo upstream on 127.0.0.1:8090 and the gateway with
+/// `config.json` in the foreground.
+pub fn run(args: &[String]) -> Result<()> {
+    crate::plugins::build_plugins(&[])?;
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "switchyard",
+        "--package",
+        "switchyard-tests",
+        "--bins",
+    ]))?;
+    let target = root().join("target/release");
+    eprintln!("+ starting the demo upstream (mock-upstream) on 127.0.0.1:8090");
+    let mock = Guard(
+        Command::new(target.join("mock-upstream"))
+            .args(["--listen", "127.0.0.1:8090"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start mock-upstream")?,
+    );
+    wait_for_port("127.0.0.1:8090", Duration::from_secs(10))?;
+    let config = args.first().cloned().unwrap_or_else(|| "config.json".into());
+    let mut gateway = Command::new(target.join("switchyard"));
+    gateway.current_dir(root()).args(["--config", &config]);
+    let result = run_cmd(&mut gateway);
+    drop(mock);
+    result
+}
+
+fn wait_for_port(addr: &str, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {addr} after {} s", limit.as_secs())
+}
