@@ -2,8 +2,8 @@
 //!
 //! Two stages. `config::raw` holds serde structs that mirror the file (Bifrost's keys,
 //! `deny_unknown_fields`, documented defaults). `config::validate` checks every field,
-//! collects *every* problem with its JSON path (`providers.openai.keys[0].weight: must be
-//! > 0`), resolves `env.NAME` secrets through an injectable environment and produces the
+//! collects *every* problem with its JSON path (`providers.openai.keys[0].weight: must be > 0`),
+//! resolves `env.NAME` secrets through an injectable environment and produces the
 //! runtime types below, with parsed URLs, durations and header values.
 
 use std::collections::HashMap;

@@ -203,7 +203,13 @@ impl GatewayError {
 
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.fault.as_str(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status,
+            self.fault.as_str(),
+            self.message
+        )
     }
 }
 

@@ -1,1 +1,170 @@
-//! STUB: raw serde structs mirroring config.json.
+//! Raw serde structs mirroring `config.json` (Bifrost's keys).
+//!
+//! Every struct denies unknown fields and every field is optional: defaults and checks live
+//! in [`super::validate`], which can then report *every* problem with its JSON path instead
+//! of stopping at the first missing field. Maps whose order matters (`providers`) or whose
+//! duplicate keys should be reported are read into [`OrderedMap`].
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+/// A JSON object read as a list of `(key, value)` pairs in file order; duplicate keys are
+/// kept so validation can report them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    entries.push((key, value));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `$schema`: accepted and ignored, for editors.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    pub client: Option<RawClient>,
+    pub providers: Option<OrderedMap<RawProvider>>,
+    pub plugins: Option<RawPlugins>,
+}
+
+/// `client`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub listen: Option<String>,
+    pub initial_pool_size: Option<usize>,
+    pub drop_excess_requests: Option<bool>,
+    pub max_request_body_bytes: Option<usize>,
+    pub queue_timeout_in_seconds: Option<u64>,
+    pub shutdown_timeout_in_seconds: Option<u64>,
+}
+
+/// `providers.<name>`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Required when the name is not a built-in provider kind.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub keys: Option<Vec<RawKey>>,
+    pub network_config: Option<RawNetwork>,
+    pub concurrency_and_buffer_size: Option<RawConcurrency>,
+    pub proxy_config: Option<RawProxy>,
+    /// Azure only.
+    pub meta_config: Option<RawMeta>,
+    /// Anthropic only.
+    pub anthropic_version: Option<String>,
+}
+
+/// `providers.<name>.keys[i]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// The key itself, or `env.NAME`.
+    pub value: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub weight: Option<f64>,
+}
+
+/// `providers.<name>.network_config`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub base_url: Option<String>,
+    pub extra_headers: Option<OrderedMap<String>>,
+    pub default_request_timeout_in_seconds: Option<u64>,
+    pub stream_idle_timeout_in_seconds: Option<u64>,
+    pub max_retries: Option<u32>,
+    /// Milliseconds.
+    pub retry_backoff_initial: Option<u64>,
+    /// Milliseconds.
+    pub retry_backoff_max: Option<u64>,
+}
+
+/// `providers.<name>.concurrency_and_buffer_size`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    pub concurrency: Option<usize>,
+    pub buffer_size: Option<usize>,
+}
+
+/// `providers.<name>.proxy_config`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// `http` or `socks5`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub username: Option<String>,
+    /// A literal or `env.NAME`.
+    pub password: Option<String>,
+}
+
+/// `providers.azure.meta_config`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeta {
+    pub endpoint: Option<String>,
+    pub api_version: Option<String>,
+    pub deployments: Option<OrderedMap<String>>,
+}
+
+/// `plugins`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugins {
+    pub directory: Option<String>,
+    pub watch: Option<bool>,
+    pub debounce_ms: Option<u64>,
+    pub max_instances: Option<usize>,
+    pub cache_directory: Option<String>,
+    pub entries: Option<Vec<RawPluginEntry>>,
+}
+
+/// `plugins.entries[i]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginEntry {
+    pub name: Option<String>,
+    pub file: Option<String>,
+    pub order: Option<i64>,
+    pub enabled: Option<bool>,
+    pub config: Option<serde_json::Value>,
+    /// `fail_open` or `fail_closed`.
+    pub on_error: Option<String>,
+    pub deadline_ms: Option<u64>,
+    pub memory_limit_mib: Option<u64>,
+    pub fresh_instance_after: Option<u64>,
+}

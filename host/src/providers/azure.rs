@@ -1,39 +1,214 @@
-//! STUB: being written.
+//! Azure OpenAI. Sits behind [`build`](super::build) for `azure` providers: the wire format
+//! is OpenAI's, so responses, streams and errors go through the shared helpers in
+//! [`openai`](super::openai); only the address (a deployment per model, an `api-version`
+//! query) and the auth header (`api-key`) differ.
 
 use http::{HeaderMap, StatusCode};
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::{AzureConfig, ProviderConfig, Secret};
 use crate::error::GatewayError;
+use crate::providers::openai::{
+    json_headers, openai_body, parse_openai_error, parse_openai_response, secret_header, to_bytes,
+    OpenAiStreamDecoder,
+};
 use crate::providers::{Provider, StreamDecoder, UpstreamRequest};
 use crate::schema::{RequestKind, UnifiedRequest, UnifiedResponse};
 
+/// Default `api-version` when the provider has no Azure settings.
+const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// One Azure OpenAI resource.
 pub struct Azure {
     name: String,
+    azure: AzureConfig,
 }
 
 impl Azure {
     pub fn new(cfg: &ProviderConfig) -> Self {
-        Azure { name: cfg.name.clone() }
+        // Validation requires Azure settings; falling back to `base_url` keeps a provider
+        // built by hand (tests, future callers) usable instead of panicking.
+        let azure = cfg.azure.clone().unwrap_or_else(|| AzureConfig {
+            endpoint: cfg.network.base_url.clone(),
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            deployments: Default::default(),
+        });
+        Azure {
+            name: cfg.name.clone(),
+            azure,
+        }
     }
+
+    /// `{endpoint}/openai/deployments/{deployment}{path}?api-version={version}`.
+    pub fn url(&self, kind: RequestKind, model: &str) -> String {
+        let deployment = self
+            .azure
+            .deployments
+            .get(model)
+            .map_or(model, String::as_str);
+        format!(
+            "{}/openai/deployments/{}{}?api-version={}",
+            self.azure.endpoint.trim_end_matches('/'),
+            encode_path_segment(deployment),
+            kind.openai_path(),
+            encode_path_segment(&self.azure.api_version),
+        )
+    }
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters, so a deployment name can
+/// not add path segments or a query to the URL.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Provider for Azure {
     fn name(&self) -> &str {
         &self.name
     }
+
     fn supports(&self, _kind: RequestKind) -> bool {
-        false
+        true
     }
-    fn build_request(&self, _req: &UnifiedRequest, _key: Option<&Secret>) -> Result<UpstreamRequest, GatewayError> {
-        Err(GatewayError::bad_request(None, "not implemented"))
+
+    fn build_request(
+        &self,
+        req: &UnifiedRequest,
+        key: Option<&Secret>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut body = openai_body(req);
+        // The deployment in the URL picks the model; some API versions reject a `model`
+        // field that does not match it.
+        body.remove("model");
+        let mut headers = json_headers();
+        if let Some(key) = key {
+            headers.insert("api-key", secret_header(&self.name, key.expose())?);
+        }
+        Ok(UpstreamRequest {
+            url: self.url(req.kind, &req.target.model),
+            headers,
+            body: to_bytes(&body)?,
+        })
     }
-    fn parse_response(&self, _req: &UnifiedRequest, _body: &[u8]) -> Result<UnifiedResponse, GatewayError> {
-        Err(GatewayError::bad_request(None, "not implemented"))
+
+    fn parse_response(
+        &self,
+        _req: &UnifiedRequest,
+        body: &[u8],
+    ) -> Result<UnifiedResponse, GatewayError> {
+        parse_openai_response(&self.name, body)
     }
+
     fn stream_decoder(&self, _req: &UnifiedRequest) -> Box<dyn StreamDecoder> {
-        unimplemented!()
+        Box::new(OpenAiStreamDecoder::new(&self.name))
     }
-    fn parse_error(&self, status: StatusCode, _headers: &HeaderMap, _body: &[u8]) -> GatewayError {
-        GatewayError::upstream(status, "stub")
+
+    fn parse_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError {
+        parse_openai_error(status, headers, body)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderKind;
+    use crate::providers::openai::tests::{provider_config, request};
+    use crate::providers::StreamEvent;
+    use http::header::{AUTHORIZATION, RETRY_AFTER};
+    use serde_json::{json, Value};
+    use std::collections::HashMap;
+
+    fn azure() -> Azure {
+        let mut cfg = provider_config(ProviderKind::Azure, "");
+        cfg.azure = Some(AzureConfig {
+            endpoint: "https://res.openai.azure.com".to_owned(),
+            api_version: "2024-10-21".to_owned(),
+            deployments: HashMap::from([("gpt-4o".to_owned(), "prod-4o".to_owned())]),
+        });
+        Azure::new(&cfg)
+    }
+
+    #[test]
+    fn url_building() {
+        let a = azure();
+        assert_eq!(
+            a.url(RequestKind::Chat, "gpt-4o"),
+            "https://res.openai.azure.com/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            a.url(RequestKind::Embedding, "text-embedding-3-small"),
+            "https://res.openai.azure.com/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(
+            a.url(RequestKind::Completion, "a/b?c"),
+            "https://res.openai.azure.com/openai/deployments/a%2Fb%3Fc/completions?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn falls_back_to_base_url() {
+        let a = Azure::new(&provider_config(
+            ProviderKind::Azure,
+            "https://fallback.example",
+        ));
+        assert_eq!(
+            a.url(RequestKind::Chat, "m"),
+            "https://fallback.example/openai/deployments/m/chat/completions?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn request_uses_api_key_and_drops_model() {
+        let req = request(
+            RequestKind::Chat,
+            "azure",
+            json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        let up = azure()
+            .build_request(&req, Some(&Secret::new("az-key")))
+            .unwrap();
+        assert!(up.url.contains("/deployments/prod-4o/"));
+        assert_eq!(up.headers["api-key"], "az-key");
+        assert!(up.headers.get(AUTHORIZATION).is_none());
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert!(body.get("model").is_none());
+        assert_eq!(body["messages"][0]["content"], "hi");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn responses_streams_and_errors_are_openai_shaped() {
+        let a = azure();
+        let req = request(RequestKind::Chat, "azure", json!({"model": "gpt-4o"}));
+        let resp = a
+            .parse_response(&req, br#"{"id":"x","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#)
+            .unwrap();
+        assert_eq!(resp.usage.unwrap().total_tokens, 2);
+
+        let mut d = a.stream_decoder(&req);
+        assert!(matches!(
+            &d.decode("", "[DONE]").unwrap()[..],
+            [StreamEvent::Done]
+        ));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, http::HeaderValue::from_static("3"));
+        let e = a.parse_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            br#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation have exceeded the rate limit"}}"#,
+        );
+        assert!(e.retryable);
+        assert_eq!(e.code.as_deref(), Some("429"));
+        assert_eq!(e.retry_after, Some(std::time::Duration::from_secs(3)));
+        assert!(e.message.starts_with("Requests to the"));
     }
 }

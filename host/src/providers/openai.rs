@@ -1,19 +1,42 @@
-//! STUB: being written.
+//! The OpenAI-compatible family: OpenAI, Groq, Mistral, Ollama and custom servers. Sits
+//! behind [`build`](super::build) for every provider that speaks OpenAI's wire format, so
+//! requests go through nearly untouched. The response, stream and error helpers here are
+//! `pub(crate)` because Azure speaks the same format, and the error-body and
+//! `Retry-After` helpers are shared with Anthropic.
 
-use http::{HeaderMap, StatusCode};
+// Helpers return the `GatewayError` the `Provider` trait returns; errors are the cold
+// path, and boxing them here would only be undone at the trait boundary.
+#![allow(clippy::result_large_err)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{Map, Value};
 
 use crate::config::{ProviderConfig, Secret};
 use crate::error::GatewayError;
-use crate::providers::{Provider, StreamDecoder, UpstreamRequest};
-use crate::schema::{RequestKind, UnifiedRequest, UnifiedResponse};
+use crate::providers::{
+    is_retryable_status, Provider, StreamDecoder, StreamEvent, UpstreamRequest,
+};
+use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
+/// Longest provider error text (non-JSON bodies) kept in a message, in characters.
+const MAX_ERROR_TEXT: usize = 500;
+
+/// One OpenAI-compatible provider.
 pub struct OpenAiCompatible {
     name: String,
+    base_url: String,
 }
 
 impl OpenAiCompatible {
     pub fn new(cfg: &ProviderConfig) -> Self {
-        OpenAiCompatible { name: cfg.name.clone() }
+        OpenAiCompatible {
+            name: cfg.name.clone(),
+            base_url: cfg.network.base_url.clone(),
+        }
     }
 }
 
@@ -21,19 +44,633 @@ impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
         &self.name
     }
+
     fn supports(&self, _kind: RequestKind) -> bool {
-        false
+        true
     }
-    fn build_request(&self, _req: &UnifiedRequest, _key: Option<&Secret>) -> Result<UpstreamRequest, GatewayError> {
-        Err(GatewayError::bad_request(None, "not implemented"))
+
+    fn build_request(
+        &self,
+        req: &UnifiedRequest,
+        key: Option<&Secret>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = openai_body(req);
+        let mut headers = json_headers();
+        if let Some(key) = key {
+            headers.insert(
+                AUTHORIZATION,
+                secret_header(&self.name, &format!("Bearer {}", key.expose()))?,
+            );
+        }
+        Ok(UpstreamRequest {
+            url: format!("{}{}", self.base_url, req.kind.openai_path()),
+            headers,
+            body: to_bytes(&body)?,
+        })
     }
-    fn parse_response(&self, _req: &UnifiedRequest, _body: &[u8]) -> Result<UnifiedResponse, GatewayError> {
-        Err(GatewayError::bad_request(None, "not implemented"))
+
+    fn parse_response(
+        &self,
+        _req: &UnifiedRequest,
+        body: &[u8],
+    ) -> Result<UnifiedResponse, GatewayError> {
+        parse_openai_response(&self.name, body)
     }
+
     fn stream_decoder(&self, _req: &UnifiedRequest) -> Box<dyn StreamDecoder> {
-        unimplemented!()
+        Box::new(OpenAiStreamDecoder::new(&self.name))
     }
-    fn parse_error(&self, status: StatusCode, _headers: &HeaderMap, _body: &[u8]) -> GatewayError {
-        GatewayError::upstream(status, "stub")
+
+    fn parse_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError {
+        parse_openai_error(status, headers, body)
+    }
+}
+
+/// The client's body for an OpenAI-shaped upstream. Streams of chat and completions ask
+/// for a final usage chunk, because usage is what metrics and budgets count; a client's
+/// own `stream_options` win.
+pub(crate) fn openai_body(req: &UnifiedRequest) -> Map<String, Value> {
+    let mut body = req.body.clone();
+    if req.stream
+        && matches!(req.kind, RequestKind::Chat | RequestKind::Completion)
+        && !body.contains_key("stream_options")
+    {
+        body.insert(
+            "stream_options".to_owned(),
+            serde_json::json!({"include_usage": true}),
+        );
+    }
+    body
+}
+
+/// `content-type: application/json`, the one header every provider needs.
+pub(crate) fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers
+}
+
+/// A header value carrying a key, marked sensitive so HTTP tooling never logs it.
+pub(crate) fn secret_header(provider: &str, value: &str) -> Result<HeaderValue, GatewayError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        GatewayError::gateway(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid_api_key",
+            format!(
+                "the API key configured for provider {provider} contains characters that are \
+                 not allowed in an HTTP header"
+            ),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+pub(crate) fn to_bytes(body: &Map<String, Value>) -> Result<Bytes, GatewayError> {
+    serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
+        GatewayError::gateway(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("could not serialize the upstream request: {e}"),
+        )
+    })
+}
+
+/// A 2xx body (or stream event) that the gateway cannot read. Not retryable: the same
+/// request would most likely get the same answer.
+pub(crate) fn malformed(provider: &str, what: impl std::fmt::Display) -> GatewayError {
+    GatewayError::upstream(
+        StatusCode::BAD_GATEWAY,
+        format!("provider {provider} returned a body that was not valid JSON: {what}"),
+    )
+    .with_code("upstream_malformed_response")
+    .retryable(false)
+}
+
+/// Parse a provider body that must be a JSON object.
+pub(crate) fn parse_object(
+    provider: &str,
+    body: &[u8],
+) -> Result<Map<String, Value>, GatewayError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(malformed(provider, "expected a JSON object")),
+        Err(e) => Err(malformed(provider, e)),
+    }
+}
+
+/// A non-streaming OpenAI answer, passed through.
+pub(crate) fn parse_openai_response(
+    provider: &str,
+    body: &[u8],
+) -> Result<UnifiedResponse, GatewayError> {
+    parse_object(provider, body).map(UnifiedResponse::ok)
+}
+
+/// Decoder for OpenAI streams: every `data:` is a chunk until `[DONE]`.
+pub(crate) struct OpenAiStreamDecoder {
+    provider: String,
+}
+
+impl OpenAiStreamDecoder {
+    pub(crate) fn new(provider: &str) -> Self {
+        OpenAiStreamDecoder {
+            provider: provider.to_owned(),
+        }
+    }
+}
+
+impl StreamDecoder for OpenAiStreamDecoder {
+    fn decode(&mut self, _event: &str, data: &str) -> Result<Vec<StreamEvent>, GatewayError> {
+        let data = data.trim();
+        if data == "[DONE]" {
+            return Ok(vec![StreamEvent::Done]);
+        }
+        if data.is_empty() {
+            return Ok(vec![StreamEvent::Skip]);
+        }
+        let body = parse_object(&self.provider, data.as_bytes())?;
+        // OpenAI reports failures that happen after the 200 as a chunk holding only an
+        // error object; passing it on as a chunk would look like an empty success.
+        if !body.contains_key("choices") {
+            if let Some(err) = body.get("error") {
+                let (message, error_type, code, param) = openai_error_fields(err);
+                return Err(build_upstream_error(
+                    StatusCode::BAD_GATEWAY,
+                    &HeaderMap::new(),
+                    message.unwrap_or_else(|| "the provider's stream reported an error".into()),
+                    error_type,
+                    code,
+                    param,
+                ));
+            }
+        }
+        Ok(vec![StreamEvent::Chunk(StreamChunk { body })])
+    }
+}
+
+type ErrorFields = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// `message`, `type`, `code`, `param` of an OpenAI `error` value (object or string).
+fn openai_error_fields(err: &Value) -> ErrorFields {
+    match err {
+        Value::String(s) => (Some(s.clone()), None, None, None),
+        Value::Object(obj) => (
+            obj.get("message").and_then(value_text),
+            obj.get("type").and_then(value_text),
+            obj.get("code").and_then(value_text),
+            obj.get("param").and_then(value_text),
+        ),
+        _ => (None, None, None, None),
+    }
+}
+
+/// A field as text; providers disagree on whether `code` is a string or a number.
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-2xx OpenAI-shaped answer as an error that keeps the provider's status, message,
+/// type, code and param.
+pub(crate) fn parse_openai_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> GatewayError {
+    let parsed = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => {
+            if let Some(err) = obj.get("error") {
+                Some(openai_error_fields(err))
+            } else {
+                obj.get("message").and_then(value_text).map(|m| {
+                    (
+                        Some(m),
+                        obj.get("type").and_then(value_text),
+                        obj.get("code").and_then(value_text),
+                        obj.get("param").and_then(value_text),
+                    )
+                })
+            }
+        }
+        _ => None,
+    };
+    let (message, error_type, code, param) = parsed.unwrap_or((None, None, None, None));
+    let message = message.unwrap_or_else(|| error_text(status, body));
+    build_upstream_error(status, headers, message, error_type, code, param)
+}
+
+/// The error every provider's `parse_error` ends in.
+pub(crate) fn build_upstream_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+    error_type: Option<String>,
+    code: Option<String>,
+    param: Option<String>,
+) -> GatewayError {
+    let mut e = GatewayError::upstream(status, message)
+        .retryable(is_retryable_status(status))
+        .with_retry_after(retry_after(headers));
+    if let Some(t) = error_type {
+        e = e.with_type(t);
+    }
+    if let Some(c) = code {
+        e = e.with_code(c);
+    }
+    e.param = param;
+    e
+}
+
+/// A body that is not a recognised error object, as a message: its text, cut to
+/// [`MAX_ERROR_TEXT`] characters so an HTML error page does not flood the client.
+pub(crate) fn error_text(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return format!(
+            "provider answered HTTP {} with an empty body",
+            status.as_u16()
+        );
+    }
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// How long the provider asks us to wait: `Retry-After` in seconds or as an HTTP-date, or
+/// OpenAI's `retry-after-ms`.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(v) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(Duration::from_secs_f64(secs));
+            }
+        }
+        if let Some(at) = parse_http_date(v) {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+            return Some(Duration::from_secs(at.saturating_sub(now)));
+        }
+    }
+    let ms = headers.get("retry-after-ms")?.to_str().ok()?.trim();
+    let ms = ms
+        .parse::<f64>()
+        .ok()
+        .filter(|m| m.is_finite() && *m >= 0.0)?;
+    Some(Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only
+/// HTTP-date form servers may send today.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let rest = s.split_once(", ")?.1;
+    let mut parts = rest.split_ascii_whitespace();
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let time = parts.next()?;
+    if parts.next()? != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let days = u64::try_from(days).ok()?;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{NetworkConfig, ProviderKind};
+    use crate::schema::Target;
+    use serde_json::json;
+
+    pub(crate) fn provider_config(kind: ProviderKind, base_url: &str) -> ProviderConfig {
+        ProviderConfig {
+            name: kind.as_str().to_owned(),
+            kind,
+            keys: Vec::new(),
+            missing_env: Vec::new(),
+            network: NetworkConfig {
+                base_url: base_url.to_owned(),
+                extra_headers: Vec::new(),
+                request_timeout: Duration::from_secs(30),
+                stream_idle_timeout: Duration::from_secs(30),
+                max_retries: 0,
+                retry_backoff_initial: Duration::from_millis(500),
+                retry_backoff_max: Duration::from_secs(5),
+            },
+            concurrency: 1,
+            buffer_size: 1,
+            proxy: None,
+            azure: None,
+            anthropic_version: "2023-06-01".to_owned(),
+        }
+    }
+
+    pub(crate) fn request(kind: RequestKind, provider: &str, body: Value) -> UnifiedRequest {
+        let body = body.as_object().unwrap().clone();
+        UnifiedRequest {
+            kind,
+            target: Target {
+                provider: provider.to_owned(),
+                model: body["model"].as_str().unwrap_or("m").to_owned(),
+            },
+            stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+            body,
+        }
+    }
+
+    fn openai() -> OpenAiCompatible {
+        OpenAiCompatible::new(&provider_config(
+            ProviderKind::OpenAi,
+            "https://api.openai.com/v1",
+        ))
+    }
+
+    fn body_json(r: &UpstreamRequest) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn chat_request_passes_through_with_bearer() {
+        let req = request(
+            RequestKind::Chat,
+            "openai",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "x_unknown": 1}),
+        );
+        let up = openai()
+            .build_request(&req, Some(&Secret::new("sk-1")))
+            .unwrap();
+        assert_eq!(up.url, "https://api.openai.com/v1/chat/completions");
+        assert_eq!(up.headers[AUTHORIZATION], "Bearer sk-1");
+        assert!(up.headers[AUTHORIZATION].is_sensitive());
+        assert_eq!(up.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(body_json(&up), Value::Object(req.body.clone()));
+    }
+
+    #[test]
+    fn keyless_and_paths() {
+        let p = OpenAiCompatible::new(&provider_config(
+            ProviderKind::Ollama,
+            "http://localhost:11434/v1",
+        ));
+        for (kind, path) in [
+            (RequestKind::Completion, "/completions"),
+            (RequestKind::Embedding, "/embeddings"),
+        ] {
+            assert!(p.supports(kind));
+            let up = p
+                .build_request(&request(kind, "ollama", json!({"model": "llama3"})), None)
+                .unwrap();
+            assert_eq!(up.url, format!("http://localhost:11434/v1{path}"));
+            assert!(up.headers.get(AUTHORIZATION).is_none());
+        }
+    }
+
+    #[test]
+    fn streams_ask_for_usage_unless_client_chose() {
+        let p = openai();
+        let req = request(
+            RequestKind::Chat,
+            "openai",
+            json!({"model": "gpt-4o", "stream": true, "messages": []}),
+        );
+        let up = p.build_request(&req, None).unwrap();
+        assert_eq!(
+            body_json(&up)["stream_options"],
+            json!({"include_usage": true})
+        );
+
+        let req = request(
+            RequestKind::Chat,
+            "openai",
+            json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": false}}),
+        );
+        let up = p.build_request(&req, None).unwrap();
+        assert_eq!(
+            body_json(&up)["stream_options"],
+            json!({"include_usage": false})
+        );
+
+        let req = request(
+            RequestKind::Embedding,
+            "openai",
+            json!({"model": "e", "stream": true}),
+        );
+        let up = p.build_request(&req, None).unwrap();
+        assert!(body_json(&up).get("stream_options").is_none());
+    }
+
+    #[test]
+    fn bad_key_is_an_error_not_a_panic() {
+        let req = request(RequestKind::Chat, "openai", json!({"model": "m"}));
+        let err = openai()
+            .build_request(&req, Some(&Secret::new("bad\nkey")))
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.message.contains("bad"));
+    }
+
+    #[test]
+    fn response_parsing() {
+        let req = request(RequestKind::Chat, "openai", json!({"model": "m"}));
+        let body = br#"{"id":"c1","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        let resp = openai().parse_response(&req, body).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body["id"], "c1");
+        assert_eq!(resp.usage.unwrap().total_tokens, 7);
+
+        let err = openai().parse_response(&req, b"{\"id\": ").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.code.as_deref(), Some("upstream_malformed_response"));
+        assert!(!err.retryable);
+        assert!(err.message.contains("not valid JSON"), "{}", err.message);
+        assert!(err.message.contains("line 1"), "{}", err.message);
+
+        let err = openai().parse_response(&req, b"[1]").unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("upstream_malformed_response"));
+    }
+
+    #[test]
+    fn stream_decoding() {
+        let req = request(RequestKind::Chat, "openai", json!({"model": "m"}));
+        let mut d = openai().stream_decoder(&req);
+        let ev = d
+            .decode(
+                "",
+                r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+            )
+            .unwrap();
+        match &ev[..] {
+            [StreamEvent::Chunk(c)] => assert_eq!(c.body["choices"][0]["delta"]["content"], "hi"),
+            other => panic!("{other:?}"),
+        }
+        let ev = d
+            .decode(
+                "",
+                r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            )
+            .unwrap();
+        match &ev[..] {
+            [StreamEvent::Chunk(c)] => assert_eq!(c.usage().unwrap().total_tokens, 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            &d.decode("", "[DONE]").unwrap()[..],
+            [StreamEvent::Done]
+        ));
+        let err = d.decode("", "{oops").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.code.as_deref(), Some("upstream_malformed_response"));
+
+        let err = d
+            .decode("", r#"{"error":{"message":"boom","type":"server_error"}}"#)
+            .unwrap_err();
+        assert_eq!(err.message, "boom");
+        assert_eq!(err.type_str(), "server_error");
+    }
+
+    #[test]
+    fn error_parsing() {
+        let p = openai();
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded","param":null}}"#;
+        let e = p.parse_error(StatusCode::TOO_MANY_REQUESTS, &headers, body);
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.message, "Rate limit reached");
+        assert_eq!(e.type_str(), "requests");
+        assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(e.param, None);
+        assert!(e.retryable);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(e.fault, crate::error::Fault::Upstream);
+
+        let body = br#"{"error":{"message":"bad model","type":"invalid_request_error","code":"model_not_found","param":"model"}}"#;
+        let e = p.parse_error(StatusCode::NOT_FOUND, &HeaderMap::new(), body);
+        assert!(!e.retryable);
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert_eq!(e.retry_after, None);
+
+        let e = p.parse_error(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            br#"{"error":"nope"}"#,
+        );
+        assert_eq!(e.message, "nope");
+        assert_eq!(e.error_type, None);
+
+        let e = p.parse_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &HeaderMap::new(),
+            br#"{"message":"mistral says no","code":3001}"#,
+        );
+        assert_eq!(e.message, "mistral says no");
+        assert_eq!(e.code.as_deref(), Some("3001"));
+
+        let e = p.parse_error(StatusCode::REQUEST_TIMEOUT, &HeaderMap::new(), b"");
+        assert!(e.retryable);
+        assert!(e.message.contains("408"));
+
+        let html = format!("<html>{}</html>", "x".repeat(2000));
+        let e = p.parse_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), html.as_bytes());
+        assert!(e.retryable);
+        assert!(e.message.starts_with("<html>xx"));
+        assert_eq!(e.message.chars().count(), MAX_ERROR_TEXT + 3);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let h = |name: &'static str, v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(name, HeaderValue::from_static(v));
+            m
+        };
+        assert_eq!(retry_after(&h("retry-after", "0")), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&h("retry-after", "1.5")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&h("retry-after-ms", "250")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(retry_after(&h("retry-after", "soon")), None);
+        // A date in the past means "now".
+        assert_eq!(
+            retry_after(&h("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2028 12:00:00 GMT"),
+            Some(1_835_438_400)
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
+
+        let future = SystemTime::now() + Duration::from_secs(120);
+        let secs = future.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let date = format_http_date(secs);
+        let mut m = HeaderMap::new();
+        m.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
+        let got = retry_after(&m).unwrap().as_secs();
+        assert!((118..=120).contains(&got), "{date} -> {got}");
+    }
+
+    /// Inverse of `parse_http_date`, to test with dates relative to now.
+    fn format_http_date(secs: u64) -> String {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // civil_from_days (Howard Hinnant).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        format!(
+            "Mon, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+            MONTHS[(m - 1) as usize],
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
     }
 }

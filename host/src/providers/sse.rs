@@ -1,27 +1,122 @@
-//! Server-Sent Events: an incremental parser for upstream streams (frames may be split at
-//! any byte) and the encoder for the frames the gateway sends to clients.
+//! Server-Sent Events, both ways. Sits between the HTTP body stream and a provider's
+//! [`StreamDecoder`](super::StreamDecoder): [`SseParser`] cuts upstream bytes into frames
+//! (whatever the network's chunk boundaries), and [`encode_data`] / [`DONE`] write the
+//! OpenAI-style frames the gateway sends to its clients.
 
 use bytes::Bytes;
 
-/// One SSE frame: the `event:` field (empty if absent) and the `data:` lines joined by `\n`.
+/// The terminating frame of an OpenAI stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// One dispatched SSE event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseFrame {
+    /// The `event:` field; empty when the frame had none.
     pub event: String,
+    /// The `data:` lines joined with `\n`.
     pub data: String,
 }
 
-/// Incremental SSE parser.
+/// An incremental SSE parser: feed it body chunks, get complete frames back.
 #[derive(Debug, Default)]
 pub struct SseParser {
-    buf: Vec<u8>,
+    /// Bytes of a line not yet terminated. Kept as bytes so a UTF-8 sequence split across
+    /// two chunks is decoded only once it is whole.
+    line: Vec<u8>,
+    /// A `\r` ended the previous chunk: a `\n` opening the next one belongs to it.
+    pending_cr: bool,
     event: String,
-    data: Option<String>,
+    data: String,
+    /// Whether any `data:` line arrived since the last dispatch (an empty `data:` line
+    /// still makes a frame, a lone `event:` does not).
+    has_data: bool,
 }
 
-/// The frame that ends an OpenAI stream.
-pub const DONE: &[u8] = b"data: [DONE]\n\n";
+impl SseParser {
+    /// Parse `bytes`, returning every frame completed by them.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseFrame> {
+        let mut frames = Vec::new();
+        let mut rest = bytes;
+        if self.pending_cr {
+            self.pending_cr = false;
+            if let Some((b'\n', tail)) = rest.split_first() {
+                rest = tail;
+            }
+        }
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.line.extend_from_slice(&rest[..pos]);
+            let is_cr = rest[pos] == b'\r';
+            rest = &rest[pos + 1..];
+            if is_cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    None => self.pending_cr = true,
+                    Some(_) => {}
+                }
+            }
+            let line = std::mem::take(&mut self.line);
+            if let Some(frame) = self.line_done(&line) {
+                frames.push(frame);
+            }
+        }
+        self.line.extend_from_slice(rest);
+        frames
+    }
 
-/// `data: <json>\n\n`
+    /// The frame left when the body ended without its blank line, if any.
+    pub fn finish(&mut self) -> Option<SseFrame> {
+        self.pending_cr = false;
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            // Never a dispatch: the line is not empty.
+            let _ = self.line_done(&line);
+        }
+        self.dispatch()
+    }
+
+    fn line_done(&mut self, line: &[u8]) -> Option<SseFrame> {
+        if line.is_empty() {
+            return self.dispatch();
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let text = String::from_utf8_lossy(line);
+        let (field, value) = match text.find(':') {
+            Some(i) => {
+                let v = &text[i + 1..];
+                (&text[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (&*text, ""),
+        };
+        match field {
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            "event" => value.clone_into(&mut self.event),
+            // `id` and `retry` matter for browser reconnection only.
+            _ => {}
+        }
+        None
+    }
+
+    fn dispatch(&mut self) -> Option<SseFrame> {
+        let event = std::mem::take(&mut self.event);
+        if !std::mem::take(&mut self.has_data) {
+            return None;
+        }
+        Some(SseFrame {
+            event,
+            data: std::mem::take(&mut self.data),
+        })
+    }
+}
+
+/// One `data: <json>\n\n` frame.
 pub fn encode_data(json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(json.len() + 8);
     out.extend_from_slice(b"data: ");
@@ -30,94 +125,98 @@ pub fn encode_data(json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-impl SseParser {
-    /// Feed bytes; returns the frames they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseFrame> {
-        self.buf.extend_from_slice(bytes);
-        let mut frames = Vec::new();
-        let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos;
-            let mut line = &self.buf[start..end];
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
-            }
-            let line = String::from_utf8_lossy(line).into_owned();
-            start = end + 1;
-            if let Some(frame) = self.line(&line) {
-                frames.push(frame);
-            }
-        }
-        self.buf.drain(..start);
-        frames
-    }
-
-    /// The last frame of a stream that ended without a blank line.
-    pub fn finish(&mut self) -> Option<SseFrame> {
-        if !self.buf.is_empty() {
-            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
-            let rest = rest.trim_end_matches('\r').to_owned();
-            if let Some(f) = self.line(&rest) {
-                return Some(f);
-            }
-        }
-        self.line("")
-    }
-
-    fn line(&mut self, line: &str) -> Option<SseFrame> {
-        if line.is_empty() {
-            let data = self.data.take()?;
-            return Some(SseFrame {
-                event: std::mem::take(&mut self.event),
-                data,
-            });
-        }
-        if line.starts_with(':') {
-            return None;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match field {
-            "data" => match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => self.data = Some(value.to_owned()),
-            },
-            "event" => self.event = value.to_owned(),
-            _ => {}
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    fn frame(event: &str, data: &str) -> SseFrame {
+        SseFrame {
+            event: event.to_owned(),
+            data: data.to_owned(),
+        }
+    }
+
+    const STREAM: &str = "event: message_start\ndata: {\"a\":1}\n\n: keep-alive\n\ndata: x\ndata: y\n\nevent: ping\ndata:\n\ndata: caf\u{e9}\n\n";
+
+    fn expected() -> Vec<SseFrame> {
+        vec![
+            frame("message_start", "{\"a\":1}"),
+            frame("", "x\ny"),
+            frame("ping", ""),
+            frame("", "caf\u{e9}"),
+        ]
+    }
+
+    #[test]
+    fn whole_stream() {
+        let mut p = SseParser::default();
+        assert_eq!(p.push(STREAM.as_bytes()), expected());
+        assert_eq!(p.finish(), None);
+    }
+
     #[test]
     fn byte_by_byte() {
-        let input = b"event: a\r\ndata: {\"x\":1}\r\n\r\n: ping\n\ndata: one\ndata: two\n\ndata: [DONE]\n\n";
-        let mut p = SseParser::default();
-        let mut frames = Vec::new();
-        for b in input.iter() {
-            frames.extend(p.push(std::slice::from_ref(b)));
+        for text in [STREAM.to_owned(), STREAM.replace('\n', "\r\n")] {
+            let mut p = SseParser::default();
+            let mut frames = Vec::new();
+            for b in text.as_bytes() {
+                frames.extend(p.push(std::slice::from_ref(b)));
+            }
+            assert_eq!(frames, expected(), "{text:?}");
         }
-        assert_eq!(frames.len(), 3);
-        assert_eq!(frames[0].event, "a");
-        assert_eq!(frames[0].data, "{\"x\":1}");
-        assert_eq!(frames[1].data, "one\ntwo");
-        assert_eq!(frames[2].data, "[DONE]");
+    }
+
+    #[test]
+    fn every_split_point() {
+        let text = STREAM.replace('\n', "\r\n");
+        let bytes = text.as_bytes();
+        for i in 0..=bytes.len() {
+            let mut p = SseParser::default();
+            let mut frames = p.push(&bytes[..i]);
+            frames.extend(p.push(&bytes[i..]));
+            assert_eq!(frames, expected(), "split at {i}");
+        }
+    }
+
+    #[test]
+    fn lone_cr_line_endings() {
+        let mut p = SseParser::default();
+        assert_eq!(p.push(b"data: a\r\rdata: b\r"), vec![frame("", "a")]);
+        assert_eq!(p.push(b"\r"), vec![frame("", "b")]);
     }
 
     #[test]
     fn trailing_frame_without_blank_line() {
         let mut p = SseParser::default();
-        assert!(p.push(b"data: last").is_empty());
-        assert_eq!(p.finish().unwrap().data, "last");
+        assert!(p.push(b"data: [DONE]").is_empty());
+        assert_eq!(p.finish(), Some(frame("", "[DONE]")));
+        assert_eq!(p.finish(), None);
+
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: e\ndata: 1\n").is_empty());
+        assert_eq!(p.finish(), Some(frame("e", "1")));
+    }
+
+    #[test]
+    fn event_without_data_is_dropped() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: lonely\n\ndata: 2\n\n") == vec![frame("", "2")]);
+    }
+
+    #[test]
+    fn field_without_space_and_unknown_fields() {
+        let mut p = SseParser::default();
+        assert_eq!(
+            p.push(b"id: 7\nretry: 10\nevent:e\ndata:{}\n\n"),
+            vec![frame("e", "{}")]
+        );
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(&encode_data(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
+        let mut p = SseParser::default();
+        assert_eq!(p.push(DONE), vec![frame("", "[DONE]")]);
     }
 }

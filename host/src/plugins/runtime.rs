@@ -1,0 +1,400 @@
+//! The wasmtime side of plugins: one process-wide `Engine` (pooling allocator, epoch
+//! interruption ticked every millisecond), a compile cache keyed by the SHA-256 of the
+//! component bytes, and per plugin an `InstancePre` plus a pool of ready instances.
+//!
+//! A trap poisons its `Store`, so an instance that trapped or hit its deadline is dropped,
+//! never pooled again. Each instance has its own `Store` with a memory cap and a WASI context
+//! that grants nothing; its stdout/stderr go to the log with the plugin's name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Store, StoreLimits, StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{wit, Plugin, PluginPre};
+use super::kv::ScopedKv;
+use super::metrics::PluginMetrics;
+use crate::config::PluginEntry;
+
+/// Epoch tick period: deadlines are counted in these.
+const TICK: Duration = Duration::from_millis(1);
+/// Instances created at load. Pre-warming all `max_instances` (64 by default) for every plugin
+/// costs tens of MiB of touched linear memory for instances that mostly sit idle; the pool
+/// grows on demand up to `max_instances` instead.
+pub const PREWARM_CAP: usize = 8;
+/// Time allowed for `init` (it may parse config, declare metrics; Python guests are slow).
+const INIT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What an instance's store carries: the plugin's identity and the host import state.
+pub struct HostState {
+    pub(super) plugin: Arc<str>,
+    pub(super) kv: ScopedKv,
+    pub(super) metrics: Arc<PluginMetrics>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+pub fn monotonic_ns() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The engine, the linker with every import, and the compile cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<HashMap<[u8; 32], Component>>,
+    /// Whether the pooling allocator is in use (false: fell back to on-demand).
+    pub pooling: bool,
+}
+
+static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
+
+/// The process-wide runtime. The first call sizes the pool's memory slots from
+/// `max_memory_bytes`; later calls share it (per-instance caps are still enforced by
+/// `StoreLimits`, so a smaller later limit is fine).
+pub fn runtime(max_memory_bytes: usize) -> Result<Arc<Runtime>, String> {
+    RUNTIME
+        .get_or_init(|| Runtime::new(max_memory_bytes).map(Arc::new))
+        .clone()
+}
+
+fn base_config(max_memory: usize) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    // Reserve only what the cap allows: with thousands of slots a 4 GiB reservation each
+    // would exhaust the address space. Explicit bounds checks are the price.
+    c.memory_reservation(max_memory as u64);
+    c.memory_guard_size(64 * 1024);
+    c.memory_reservation_for_growth(0);
+    c
+}
+
+impl Runtime {
+    fn new(max_memory_bytes: usize) -> Result<Runtime, String> {
+        let max_memory = max_memory_bytes.max(1 << 20);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(1000)
+            .total_core_instances(2000)
+            .total_memories(1000)
+            .total_tables(2000)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(32)
+            .table_elements(100_000)
+            .max_memory_size(max_memory)
+            .max_unused_warm_slots(100);
+        let mut cfg = base_config(max_memory);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let (engine, pooling) = match Engine::new(&cfg) {
+            Ok(e) => (e, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; plugins use on-demand allocation");
+                let e = Engine::new(&base_config(max_memory)).map_err(|e| e.to_string())?;
+                (e, false)
+            }
+        };
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                ticker.increment_epoch();
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            pooling,
+        })
+    }
+
+    /// Compile `bytes`, or reuse the component compiled from the same bytes before (in memory,
+    /// then in `cache_dir`).
+    fn compile(
+        &self,
+        hash: [u8; 32],
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+    ) -> Result<Component, String> {
+        if let Some(c) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
+            return Ok(c.clone());
+        }
+        // The on-disk cache (`cache_directory`) would need `Component::deserialize_file`,
+        // which is `unsafe` and the workspace forbids unsafe code; only the in-memory cache
+        // is used, so a restart recompiles.
+        let _ = cache_dir;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("compile: {e:#}"))?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, component.clone());
+        Ok(component)
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guest stdout/stderr to the log.
+
+#[derive(Clone)]
+struct LogOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogOutput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASI p3 guests use this; the gateway links p2 only.
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LogOutput {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for LogOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(plugin = &*self.plugin, stream = self.stream, "{line}");
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loaded plugins.
+
+/// Why a hook call produced no answer.
+#[derive(Debug)]
+pub enum CallError {
+    Trap(String),
+    Timeout(String),
+}
+
+impl CallError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Trap(_) => "trap",
+            CallError::Timeout(_) => "timeout",
+        }
+    }
+    pub fn reason(&self) -> &str {
+        match self {
+            CallError::Trap(r) | CallError::Timeout(r) => r,
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error) -> CallError {
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        CallError::Timeout("deadline exceeded".into())
+    } else {
+        CallError::Trap(format!("{e:#}"))
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Plugin,
+    uses: u64,
+}
+
+/// What a plugin needs from the host besides its bytes.
+#[derive(Clone)]
+pub struct PluginSpec {
+    pub entry: PluginEntry,
+    pub kv: ScopedKv,
+    pub metrics: Arc<PluginMetrics>,
+    pub max_instances: usize,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// One version of one plugin, ready to serve: immutable apart from its instance pool.
+pub struct LoadedPlugin {
+    pub name: Arc<str>,
+    pub entry: PluginEntry,
+    /// Full SHA-256 of the component bytes.
+    pub hash: [u8; 32],
+    pub hooks: wit::Hooks,
+    pub loaded_at_ms: u64,
+    spec: PluginSpec,
+    rt: Arc<Runtime>,
+    pre: PluginPre<HostState>,
+    pool: Mutex<Vec<Instance>>,
+}
+
+impl LoadedPlugin {
+    /// Compile (or reuse), link, instantiate `prewarm` instances (at least one) and `init`
+    /// each. Blocking: call off the request path.
+    pub fn load(
+        rt: Arc<Runtime>,
+        spec: PluginSpec,
+        bytes: &[u8],
+        prewarm: usize,
+    ) -> Result<LoadedPlugin, String> {
+        let hash = sha256(bytes);
+        let component = rt.compile(hash, bytes, spec.cache_dir.as_deref())?;
+        let ipre = rt
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("link: {e:#}"))?;
+        let pre = PluginPre::new(ipre).map_err(|e| format!("not a switchyard plugin: {e:#}"))?;
+        let mut p = LoadedPlugin {
+            name: spec.entry.name.as_str().into(),
+            entry: spec.entry.clone(),
+            hash,
+            hooks: wit::Hooks::empty(),
+            loaded_at_ms: super::bindings::now_ms(),
+            spec,
+            rt,
+            pre,
+            pool: Mutex::new(Vec::new()),
+        };
+        let (first, hooks) = p.instantiate()?;
+        p.hooks = hooks;
+        let mut pool = vec![first];
+        for _ in 1..prewarm.clamp(1, PREWARM_CAP) {
+            pool.push(p.instantiate()?.0);
+        }
+        p.pool = Mutex::new(pool);
+        Ok(p)
+    }
+
+    /// A new instance with `init` called on it.
+    fn instantiate(&self) -> Result<(Instance, wit::Hooks), String> {
+        let state = HostState {
+            plugin: self.name.clone(),
+            kv: self.spec.kv.clone(),
+            metrics: self.spec.metrics.clone(),
+            // Nothing granted: no preopens, env, args or sockets; stdin is empty.
+            wasi: WasiCtx::builder()
+                .stdout(LogOutput {
+                    plugin: self.name.clone(),
+                    stream: "stdout",
+                })
+                .stderr(LogOutput {
+                    plugin: self.name.clone(),
+                    stream: "stderr",
+                })
+                .build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.entry.memory_limit_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.rt.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("instantiate: {e:#}"))?;
+        let hooks = match bindings.call_init(&mut store, &self.entry.config_json) {
+            Ok(Ok(h)) => h,
+            Ok(Err(msg)) => return Err(format!("init: {msg}")),
+            Err(e) => return Err(format!("init: {}", classify(e).reason())),
+        };
+        Ok((
+            Instance {
+                store,
+                bindings,
+                uses: 0,
+            },
+            hooks,
+        ))
+    }
+
+    /// Run `f` on a pooled (or new) instance under the plugin's deadline.
+    pub fn call<R>(
+        &self,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => self.instantiate().map_err(CallError::Trap)?.0,
+        };
+        inst.store.set_epoch_deadline(ticks(self.entry.deadline));
+        match f(&inst.bindings, &mut inst.store) {
+            Ok(r) => {
+                inst.uses += 1;
+                let fresh = self.entry.fresh_instance_after;
+                if fresh == 0 || inst.uses < fresh {
+                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    if pool.len() < self.spec.max_instances {
+                        pool.push(inst);
+                    }
+                }
+                Ok(r)
+            }
+            // The store is poisoned: drop the instance with it.
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Epoch ticks for `d`, plus one because the current tick may be nearly over.
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
+}

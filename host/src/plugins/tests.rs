@@ -1,0 +1,474 @@
+//! Tests of the plugin facade: WIT conversions always; real components when they exist
+//! (`plugins/build/redact.wasm`, or any component at `$SWITCHYARD_TEST_PLUGIN` built against
+//! the test contract described in `e2e_test_plugin`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::bindings::{self, wit};
+use super::*;
+use crate::config::{OnError, PluginEntry, PluginsConfig};
+use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse};
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn ctx() -> HookContext {
+    HookContext {
+        request_id: "req-1".into(),
+        client_key: "ck-0123456789abcdef".into(),
+        headers: vec![("x-team".to_owned(), "a".to_owned())].into(),
+        received_at_ms: 1,
+        attempt: 0,
+    }
+}
+
+fn chat(body: Value) -> UnifiedRequest {
+    UnifiedRequest {
+        kind: RequestKind::Chat,
+        target: Target {
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+        },
+        stream: false,
+        body: obj(body),
+    }
+}
+
+#[test]
+fn request_round_trip_applies_only_changes() {
+    let mut req = chat(json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "mail a@b.c"},
+                {"type": "image_url", "image_url": {"url": "x"}},
+                {"type": "text", "text": "now"}
+            ]}
+        ],
+        "max_completion_tokens": 10,
+        "temperature": 0.5,
+        "metadata": {"team": "a", "n": 3},
+        "user": "u1"
+    }));
+    let body = serde_json::to_string(&req.body).unwrap();
+    let sent = bindings::request_to_wit(&ctx(), &req, body);
+    assert_eq!(sent.messages[1].text, "mail a@b.c\nnow");
+    assert_eq!(sent.params.max_tokens, Some(10));
+    assert_eq!(sent.params.user.as_deref(), Some("u1"));
+    assert!(sent.metadata.contains(&("n".to_owned(), "3".to_owned())));
+    assert_eq!(sent.headers[0].name, "x-team");
+    let mut new = sent.clone();
+    new.messages[1].text = "mail [EMAIL]".into();
+    new.params.max_tokens = Some(20);
+    new.params.temperature = None;
+    new.model = "gpt-4o-mini".into();
+    bindings::apply_request(&mut req, &sent, new).unwrap();
+    assert_eq!(req.target.model, "gpt-4o-mini");
+    assert_eq!(req.body["model"], "gpt-4o-mini");
+    assert_eq!(req.body["messages"][0]["content"], "be nice");
+    assert_eq!(
+        req.body["messages"][1]["content"],
+        json!([{"type": "text", "text": "mail [EMAIL]"}, {"type": "image_url", "image_url": {"url": "x"}}])
+    );
+    assert_eq!(req.body["max_completion_tokens"], 20);
+    assert!(!req.body.contains_key("max_tokens"));
+    assert!(!req.body.contains_key("temperature"));
+}
+
+#[test]
+fn body_json_edit_is_reparsed_first() {
+    let mut req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+    let sent = bindings::request_to_wit(&ctx(), &req, serde_json::to_string(&req.body).unwrap());
+    let mut new = sent.clone();
+    new.body_json =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7})
+            .to_string();
+    bindings::apply_request(&mut req, &sent, new).unwrap();
+    assert_eq!(req.body["seed"], 7);
+    let mut bad = sent.clone();
+    bad.body_json = "[1]".into();
+    assert!(bindings::apply_request(&mut req, &sent, bad).is_err());
+}
+
+#[test]
+fn completion_and_embedding_messages() {
+    let mut req = chat(json!({"prompt": "hello", "input": ["a", "b"]}));
+    req.kind = RequestKind::Completion;
+    let w = bindings::request_to_wit(&ctx(), &req, String::new());
+    assert_eq!(w.messages.len(), 1);
+    assert_eq!(w.messages[0].role, "user");
+    let mut new = w.clone();
+    new.messages[0].text = "bye".into();
+    bindings::apply_request(&mut req, &w, new).unwrap();
+    assert_eq!(req.body["prompt"], "bye");
+    req.kind = RequestKind::Embedding;
+    let w = bindings::request_to_wit(&ctx(), &req, String::new());
+    assert_eq!(
+        w.messages
+            .iter()
+            .map(|m| m.role.as_str())
+            .collect::<Vec<_>>(),
+        ["input", "input"]
+    );
+    let mut new = w.clone();
+    new.messages[1].text = "B".into();
+    bindings::apply_request(&mut req, &w, new).unwrap();
+    assert_eq!(req.body["input"], json!(["a", "B"]));
+}
+
+#[test]
+fn response_and_error_conversions() {
+    let req = chat(json!({}));
+    let resp = UnifiedResponse::ok(obj(json!({
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    })));
+    let w = bindings::response_to_wit(&req, &resp, 5);
+    assert_eq!(w.choices, ["hi"]);
+    assert_eq!(w.usage.unwrap().total_tokens, 3);
+    let mut new = w.clone();
+    new.choices = vec!["HI".into()];
+    new.status = 201;
+    let back = bindings::response_from_wit(&req, new, Some((&w, &resp)));
+    assert_eq!(back.status, 201);
+    assert_eq!(back.body["choices"][0]["message"]["content"], "HI");
+    // A short-circuit with no body gets a minimal OpenAI body.
+    let mut sc = w.clone();
+    sc.body_json = String::new();
+    sc.choices = vec!["cached".into()];
+    let r = bindings::response_from_wit(&req, sc, None);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "cached");
+
+    let rej = bindings::rejection_to_error(
+        "rl",
+        wit::Rejection {
+            status: 429,
+            message: "slow".into(),
+            code: Some("rate_limit_exceeded".into()),
+            retry_after_secs: Some(3),
+            allow_fallbacks: false,
+        },
+    );
+    assert_eq!(rej.status.as_u16(), 429);
+    assert_eq!(rej.plugin.as_deref(), Some("rl"));
+    assert_eq!(rej.retry_after, Some(Duration::from_secs(3)));
+    assert!(!rej.allow_fallbacks);
+    let e = bindings::error_from_wit(
+        "p",
+        wit::Error {
+            status: 502,
+            kind: wit::ErrorKind::Upstream,
+            message: "bad".into(),
+            code: None,
+            provider: "openai".into(),
+            model: "m".into(),
+        },
+    );
+    assert_eq!(e.fault, crate::error::Fault::Upstream);
+    assert!(e.retryable);
+}
+
+#[test]
+fn chunk_conversion() {
+    let mut chunk = StreamChunk {
+        body: obj(
+            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "a@b"}, "finish_reason": null}]}),
+        ),
+    };
+    let w = bindings::chunk_to_wit(&chunk, 3, false);
+    assert_eq!(w.sequence, 3);
+    assert_eq!(w.choices[0].text.as_deref(), Some("a@b"));
+    let mut new = w.clone();
+    new.choices[0].text = Some("[EMAIL]".into());
+    bindings::apply_chunk(&mut chunk, RequestKind::Chat, &w, new).unwrap();
+    assert_eq!(chunk.body["choices"][0]["delta"]["content"], "[EMAIL]");
+}
+
+#[test]
+fn empty_chain_fast_path() {
+    let chain = Chain::default();
+    let mut req = chat(json!({"messages": []}));
+    let (out, ran) = chain.pre_hooks(&ctx(), &mut req);
+    assert!(matches!(out, PreOutcome::Continue));
+    assert_eq!(ran, 0);
+    assert!(!chain.wants_chunks(5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real components.
+
+fn entry(name: &str, file: &str) -> PluginEntry {
+    PluginEntry {
+        name: name.into(),
+        file: file.into(),
+        order: 0,
+        enabled: true,
+        config_json: "{}".into(),
+        on_error: OnError::FailOpen,
+        deadline: Duration::from_millis(50),
+        memory_limit_bytes: 16 << 20,
+        fresh_instance_after: 0,
+    }
+}
+
+fn plugins_cfg(dir: &Path, entries: Vec<PluginEntry>) -> PluginsConfig {
+    PluginsConfig {
+        directory: dir.to_path_buf(),
+        watch: false,
+        debounce: Duration::from_millis(50),
+        max_instances: 4,
+        cache_directory: None,
+        entries,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn redact_wasm() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build/redact.wasm");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn redact_plugin_redacts_email() {
+    let Some(wasm) = redact_wasm() else {
+        println!("skipped: plugins/build/redact.wasm not built");
+        return;
+    };
+    let dir = wasm.parent().unwrap();
+    let cfg = plugins_cfg(dir, vec![entry("redact", "redact.wasm")]);
+    let rt = rt();
+    let host = rt
+        .block_on(PluginHost::start(&cfg, 2, &prometheus::Registry::new()))
+        .unwrap();
+    let h = host.health();
+    assert_eq!(h[0].state, "ready", "{h:?}");
+    let mut req = chat(
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "write to jane.doe@example.com please"}]}),
+    );
+    let (out, _) = host.chain().pre_hooks(&ctx(), &mut req);
+    assert!(matches!(out, PreOutcome::Continue), "{out:?}");
+    let text = req.body["messages"][0]["content"].as_str().unwrap();
+    assert!(!text.contains("jane.doe@example.com"), "{text}");
+}
+
+/// A component at `$SWITCHYARD_TEST_PLUGIN` whose pre-hook looks at the first message:
+/// "spin" loops, "trap" panics, "err" returns Err, "reject" rejects 429, "grow" allocates
+/// without end; otherwise words with '@' become "[EMAIL]". Its post-hook upper-cases choices
+/// and its on-chunk appends `#<calls so far>` using the state bytes.
+#[test]
+fn e2e_test_plugin() {
+    let Ok(src) = std::env::var("SWITCHYARD_TEST_PLUGIN") else {
+        println!("skipped: SWITCHYARD_TEST_PLUGIN not set");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sy-plugins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&src, dir.join("t.wasm")).unwrap();
+    std::fs::copy(&src, dir.join("stray.wasm")).unwrap();
+    let mut closed = entry("closed", "t.wasm");
+    closed.on_error = OnError::FailClosed;
+    let mut bad = entry("bad", "t.wasm");
+    bad.config_json = "{\"bad\": true}".into();
+    let cfg = plugins_cfg(
+        &dir,
+        vec![
+            entry("open", "t.wasm"),
+            closed,
+            bad,
+            entry("gone", "none.wasm"),
+        ],
+    );
+    let reg = prometheus::Registry::new();
+    let rt = rt();
+    let t0 = std::time::Instant::now();
+    let host = rt.block_on(PluginHost::start(&cfg, 4, &reg)).unwrap();
+    println!("start with 3 loads: {:?}", t0.elapsed());
+    let states: Vec<(String, String)> = host
+        .health()
+        .into_iter()
+        .map(|h| (h.name, h.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("open", "ready"),
+            ("closed", "ready"),
+            ("bad", "failed"),
+            ("gone", "failed"),
+            ("stray", "unlisted")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let chain = host.chain();
+    assert_eq!(chain.names(), ["open", "closed"]);
+
+    // Redaction through ContinueWith, by both plugins.
+    let mut req =
+        chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "mail a@b.c"}]}));
+    let (out, ran) = chain.pre_hooks(&ctx(), &mut req);
+    assert!(matches!(out, PreOutcome::Continue));
+    assert_eq!(ran, 2);
+    assert_eq!(req.body["messages"][0]["content"], "mail [EMAIL]");
+
+    // Timing of a hot call.
+    let n = 2000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let mut r = chat(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}),
+        );
+        let _ = chain.pre_hooks(&ctx(), &mut r);
+    }
+    println!(
+        "pre_hooks, 2 plugins, pooled: {:?} per request",
+        t.elapsed() / n
+    );
+
+    // Post-hook: both upper-case (idempotent).
+    let mut outcome = Ok(UnifiedResponse::ok(obj(
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}),
+    )));
+    chain.post_hooks(&ctx(), &req, ran, Duration::from_millis(3), &mut outcome);
+    assert_eq!(
+        outcome.unwrap().body["choices"][0]["message"]["content"],
+        "OK"
+    );
+
+    // Chunks: state travels per plugin; both append.
+    let mut st = StreamHookState::default();
+    for i in 1..=2 {
+        let mut c = StreamChunk {
+            body: obj(json!({"choices": [{"index": 0, "delta": {"content": "x"}}]})),
+        };
+        chain
+            .chunk_hooks(&ctx(), &req, ran, &mut st, &mut c, false)
+            .unwrap();
+        assert_eq!(
+            c.body["choices"][0]["delta"]["content"],
+            format!("x#{i}#{i}")
+        );
+    }
+
+    // Deadline: fail_open skips, fail_closed rejects naming the plugin.
+    let mut req =
+        chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "spin"}]}));
+    let t = std::time::Instant::now();
+    let (out, _) = chain.pre_hooks(&ctx(), &mut req);
+    println!("two 50 ms deadlines hit in {:?}", t.elapsed());
+    match out {
+        PreOutcome::Reject(e) => {
+            assert_eq!(e.status.as_u16(), 500);
+            assert!(e.message.contains("plugin closed failed"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Trap, memory cap, guest error, rejection.
+    for (text, status) in [("trap", 500), ("grow", 500), ("err", 500), ("reject", 429)] {
+        let mut req =
+            chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}));
+        match chain.pre_hooks(&ctx(), &mut req).0 {
+            PreOutcome::Reject(e) => assert_eq!(e.status.as_u16(), status, "{text}: {}", e.message),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&reg.gather())
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_plugin_failures_total{kind=\"timeout\",plugin=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_plugin_failures_total{kind=\"trap\",plugin=\"open\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("switchyard_plugin_failures_total{kind=\"guest_error\",plugin=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_plugin_calls_total{hook=\"pre\",plugin=\"open\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_plugin_reloads_total{plugin=\"bad\",result=\"error\"} 1"),
+        "{metrics}"
+    );
+
+    // Hot reload: a broken file leaves the old version serving; deleting removes it.
+    std::fs::write(dir.join("t.wasm"), b"not wasm").unwrap();
+    rt.block_on(host.reload_now());
+    let h = host.health();
+    assert_eq!(h[0].state, "degraded", "{h:?}");
+    assert!(h[0].last_error.is_some());
+    assert_eq!(host.chain().names(), ["open", "closed"]);
+    std::fs::copy(&src, dir.join("t.wasm")).unwrap();
+    let t = std::time::Instant::now();
+    rt.block_on(host.reload_now());
+    println!(
+        "reload of unchanged bytes (compile cache hit): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(host.health()[0].state, "ready");
+    std::fs::remove_file(dir.join("t.wasm")).unwrap();
+    rt.block_on(host.reload_now());
+    let h = host.health();
+    assert_eq!(h[0].state, "failed");
+    assert_eq!(h[0].last_error.as_deref(), Some("file removed"));
+    assert!(host.chain().is_empty());
+    // The old chain a request holds keeps working.
+    let mut req =
+        chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x@y"}]}));
+    assert!(matches!(
+        chain.pre_hooks(&ctx(), &mut req).0,
+        PreOutcome::Continue
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The watcher picks up a component dropped into the directory.
+#[test]
+fn e2e_watcher_hot_reload() {
+    let Ok(src) = std::env::var("SWITCHYARD_TEST_PLUGIN") else {
+        println!("skipped: SWITCHYARD_TEST_PLUGIN not set");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sy-watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = plugins_cfg(&dir, vec![entry("w", "w.wasm")]);
+    cfg.watch = true;
+    let rt = rt();
+    let host = rt
+        .block_on(PluginHost::start(&cfg, 1, &prometheus::Registry::new()))
+        .unwrap();
+    assert_eq!(host.health()[0].state, "failed");
+    std::fs::copy(&src, dir.join("w.wasm")).unwrap();
+    let t = std::time::Instant::now();
+    while host.chain().is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "file copied -> new chain in {:?} (debounce 50 ms)",
+        t.elapsed()
+    );
+    assert_eq!(host.chain().names(), ["w"]);
+    assert_eq!(host.health()[0].state, "ready");
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}
