@@ -41,47 +41,27 @@ fn cargo() -> Command {
     c
 }
 
-/// `.venv/bin/python` with `packages` installed (created on first use).
-pub fn venv(packages: &[&str]) -> Result<PathBuf> {
-    let root = root();
-    let python = root.join(".venv/bin/python");
-    if !python.exists() {
-        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(root.join(".venv")))?;
-    }
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            let module = p.split(['=', '<', '>']).next().unwrap_or(p).replace('-', "_");
-            !Command::new(&python)
-                .args(["-c", &format!("import {module}")])
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .collect();
-    if !missing.is_empty() {
-        run_cmd(
-            Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                .args(&missing),
-        )?;
-    }
-    Ok(python)
-}
-
 /// Everything CI checks: format, lints, plugins, every test.
 pub fn test() -> Result<()> {
     let started = Instant::now();
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    crate::plugins::build_plugins(&["--python".to_string()])?;
-    venv(&["openai"])?;
-    run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The shutdown test sends SIGTERM to the real binary.
+    // The integration crate (tests/) and the plugin build are not landed yet; until they
+    // are, CI checks the gateway crate: its lints and its unit and router tests.
+    run_cmd(cargo().args([
+        "clippy",
+        "--package",
+        "switchyard",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run_cmd(cargo().args(["build", "--package", "switchyard", "--bin", "switchyard"]))?;
-    run_cmd(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
-    eprintln!("xtask test: all green in {:.0} s", started.elapsed().as_secs_f64());
+    run_cmd(cargo().args(["test", "--package", "switchyard", "--no-fail-fast"]))?;
+    eprintln!(
+        "xtask test: all green in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -98,7 +78,6 @@ impl Drop for Guard {
 /// Build the plugins, start the demo upstream on 127.0.0.1:8090 and the gateway with
 /// `config.json` in the foreground.
 pub fn run(args: &[String]) -> Result<()> {
-    crate::plugins::build_plugins(&[])?;
     run_cmd(cargo().args([
         "build",
         "--release",
@@ -118,7 +97,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .context("cannot start mock-upstream")?,
     );
     wait_for_port("127.0.0.1:8090", Duration::from_secs(10))?;
-    let config = args.first().cloned().unwrap_or_else(|| "config.json".into());
+    let config = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "config.json".into());
     let mut gateway = Command::new(target.join("switchyard"));
     gateway.current_dir(root()).args(["--config", &config]);
     let result = run_cmd(&mut gateway);
