@@ -12,14 +12,11 @@ use crate::error::{Fault, GatewayError};
 use crate::plugins::HookContext;
 use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage};
 
-// `wit/plugin.wit` as committed declares the world's functions without `export`, which no WIT
-// parser accepts. Until it is fixed, this reads a copy that differs only by the four
-// `export` keywords (host/src/plugins/wit/plugin.wit); switch back to `path: "../wit"` then.
 /// Generated in its own module: the world re-exports WIT type names (`StreamChunk`, ...) that
 /// clash with the schema's.
 mod generated {
     wasmtime::component::bindgen!({
-        path: "src/plugins/wit",
+        path: "../wit",
         world: "plugin",
     });
 }
