@@ -33,7 +33,12 @@ async fn chat_completion_round_trip_with_extra_fields() {
         1.0,
         "{metrics}"
     );
-    assert!(metric(&metrics, "switchyard_tokens_total{model=\"gpt-4o-mini\",provider=\"openai\",type=\"prompt\"}") > 0.0);
+    assert!(
+        metric(
+            &metrics,
+            "switchyard_tokens_total{model=\"gpt-4o-mini\",provider=\"openai\",type=\"prompt\"}"
+        ) > 0.0
+    );
     assert!(metrics.contains("switchyard_gateway_overhead_seconds_bucket"));
 }
 
@@ -84,25 +89,40 @@ async fn client_errors_say_what_and_where() {
             .send()
     };
     // Malformed JSON: 400 with line and column.
-    let r = post("{\"model\": \"openai/gpt-4o\",\n \"messages\": [}".into()).await.unwrap();
+    let r = post("{\"model\": \"openai/gpt-4o\",\n \"messages\": [}".into())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["x-switchyard-error"], "client");
     let b: Value = r.json().await.unwrap();
-    assert!(b["error"]["message"].as_str().unwrap().contains("line 2 column"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 column"),
+        "{b}"
+    );
     assert_eq!(b["error"]["type"], "invalid_request_error");
     // Too large: 413.
     let big = json!({"model": "openai/gpt-4o", "messages": user(&"x".repeat(4096))}).to_string();
     let r = post(big).await.unwrap();
     assert_eq!(r.status(), 413);
     let b: Value = r.json().await.unwrap();
-    assert!(b["error"]["message"].as_str().unwrap().contains("max_request_body_bytes"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_request_body_bytes"));
     // Unknown provider: 400 naming the configured ones.
-    let (s, b) = gw.chat(json!({"model": "nope/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "nope/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 400);
     assert_eq!(b["error"]["code"], "unknown_provider");
     assert!(b["error"]["message"].as_str().unwrap().contains("openai"));
     // Unknown model (no key lists it): 404.
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-9", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-9", "messages": user("x")}))
+        .await;
     assert_eq!(s, 404, "{b}");
     assert_eq!(b["error"]["code"], "model_not_found");
     // Missing messages: 400 with param.
@@ -122,7 +142,9 @@ async fn upstream_error_keeps_status_and_message_and_never_leaks_keys() {
         retry_after: None,
     });
     let gw = Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 401);
     assert_eq!(b["error"]["code"], "invalid_api_key");
     // The provider echoed our key; it must not reach the client.
@@ -142,12 +164,20 @@ async fn unset_env_key_is_reported_by_name() {
         &[],
     )
     .await;
-    let (s, b) = gw.chat(json!({"model": "anthropic/claude-3-5-haiku", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "anthropic/claude-3-5-haiku", "messages": user("x")}))
+        .await;
     assert_eq!(s, 503, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("ANTHROPIC_KEY_FOR_TEST"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ANTHROPIC_KEY_FOR_TEST"));
     let health: Value = serde_json::from_str(&gw.get_text("/health").await).unwrap();
     assert_eq!(health["providers"][0]["available"], false);
-    assert!(health["providers"][0]["reason"].as_str().unwrap().contains("ANTHROPIC_KEY_FOR_TEST"));
+    assert!(health["providers"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("ANTHROPIC_KEY_FOR_TEST"));
     assert_eq!(health["status"], "degraded");
 }
 
@@ -175,14 +205,18 @@ async fn anthropic_translation_with_system_and_tools() {
     assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
     let call = &b["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args["city"], "Paris");
     let got = mock.received().pop().unwrap();
     assert_eq!(got.path, "/v1/messages");
     assert_eq!(got.body["system"], "Be brief.");
     assert!(got.body["max_tokens"].as_u64().unwrap() > 0);
     assert_eq!(got.body["tools"][0]["name"], "get_weather");
-    assert!(got.headers.iter().any(|(k, v)| k == "x-api-key" && v == "sk-ant-test"));
+    assert!(got
+        .headers
+        .iter()
+        .any(|(k, v)| k == "x-api-key" && v == "sk-ant-test"));
     assert!(got.headers.iter().any(|(k, _)| k == "anthropic-version"));
 }
 
@@ -195,12 +229,21 @@ async fn azure_deployment_and_api_key_header() {
                         "deployments": {"gpt-4o": "prod-4o"}}
     }}}))
     .await;
-    let (s, b) = gw.chat(json!({"model": "azure/gpt-4o", "messages": user("hi")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "azure/gpt-4o", "messages": user("hi")}))
+        .await;
     assert_eq!(s, 200, "{b}");
     let got = mock.received().pop().unwrap();
     assert_eq!(got.path, "/openai/deployments/prod-4o/chat/completions");
-    assert!(got.query.contains("api-version=2024-10-21"), "{}", got.query);
-    assert!(got.headers.iter().any(|(k, v)| k == "api-key" && v == "az-key"));
+    assert!(
+        got.query.contains("api-version=2024-10-21"),
+        "{}",
+        got.query
+    );
+    assert!(got
+        .headers
+        .iter()
+        .any(|(k, v)| k == "api-key" && v == "az-key"));
     assert!(!got.headers.iter().any(|(k, _)| k == "authorization"));
 }
 
@@ -212,6 +255,11 @@ async fn models_lists_what_the_config_serves() {
     }}}))
     .await;
     let body: Value = serde_json::from_str(&gw.get_text("/v1/models").await).unwrap();
-    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["openai/gpt-4o", "openai/gpt-4o-mini"]);
 }

@@ -55,18 +55,34 @@ async fn full_queue_drops_with_503_in_drop_mode() {
     // concurrency + buffer_size = 5 are admitted; the rest are refused at once.
     assert_eq!(ok, 5, "{statuses:?}");
     assert_eq!(dropped, 7, "{statuses:?}");
-    assert!(mock.max_concurrent() <= 2, "concurrency exceeded: {}", mock.max_concurrent());
+    assert!(
+        mock.max_concurrent() <= 2,
+        "concurrency exceeded: {}",
+        mock.max_concurrent()
+    );
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, "switchyard_dropped_requests_total{provider=\"openai\",reason=\"queue_full\"}"), 7.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchyard_dropped_requests_total{provider=\"openai\",reason=\"queue_full\"}"
+        ),
+        7.0
+    );
     let (s, b) = {
         mock.set_default_behavior(Behavior::Delay(Duration::from_millis(300)));
         let g = &gw;
-        let all = futures_util::future::join_all((0..8).map(|_| g.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})))).await;
+        let all = futures_util::future::join_all(
+            (0..8).map(|_| g.chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))),
+        )
+        .await;
         all.into_iter().find(|(s, _)| *s == 503).unwrap()
     };
     assert_eq!(s, 503);
     assert_eq!(b["error"]["code"], "queue_full");
-    assert!(b["error"]["message"].as_str().unwrap().contains("queue is full"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("queue is full"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,20 +113,32 @@ async fn keys_are_weighted_and_filtered_by_model() {
     .await;
     let n = 400;
     for _ in 0..n {
-        let (s, _) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+        let (s, _) = gw
+            .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+            .await;
         assert_eq!(s, 200);
     }
     let keys: Vec<String> = mock
         .received()
         .into_iter()
-        .filter_map(|r| r.headers.into_iter().find(|(k, _)| k == "authorization").map(|(_, v)| v))
+        .filter_map(|r| {
+            r.headers
+                .into_iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v)
+        })
         .collect();
-    assert!(!keys.iter().any(|k| k.ends_with("k-mini-only")), "model filter ignored");
+    assert!(
+        !keys.iter().any(|k| k.ends_with("k-mini-only")),
+        "model filter ignored"
+    );
     let heavy = keys.iter().filter(|k| k.ends_with("k-heavy")).count() as f64 / n as f64;
     // 400 draws: 0.75 ± 0.09 is > 4 standard deviations wide. The 10,000-draw 2% check is a
     // unit test of the selection itself.
     assert!((heavy - 0.75).abs() < 0.09, "heavy share {heavy}");
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o-mini", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o-mini", "messages": user("x")}))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(b["extra_fields"]["key_index"], 2);
 }
@@ -119,14 +147,22 @@ async fn keys_are_weighted_and_filtered_by_model() {
 async fn retries_5xx_with_backoff_then_succeeds() {
     let mock = MockUpstream::start().await;
     for _ in 0..2 {
-        mock.push_behavior(Behavior::Status { status: 503, body: None, retry_after: None });
+        mock.push_behavior(Behavior::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        });
     }
-    let gw = Gateway::start(json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
+    let gw = Gateway::start(
+        json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
         "base_url": format!("{}/v1", mock.url()), "max_retries": 3,
-        "retry_backoff_initial": 100, "retry_backoff_max": 1000}}))}}))
+        "retry_backoff_initial": 100, "retry_backoff_max": 1000}}))}}),
+    )
     .await;
     let start = Instant::now();
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     let took = start.elapsed();
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["extra_fields"]["attempts"], 3);
@@ -134,39 +170,77 @@ async fn retries_5xx_with_backoff_then_succeeds() {
     // Backoffs: attempt 0 in [100, 100] ms, attempt 1 in [100, 200] ms.
     assert!(took >= Duration::from_millis(200), "{took:?}");
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, "switchyard_retries_total{model=\"gpt-4o\",provider=\"openai\"}"), 2.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchyard_retries_total{model=\"gpt-4o\",provider=\"openai\"}"
+        ),
+        2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_are_not_retried_and_retries_run_out() {
     let mock = MockUpstream::start().await;
-    mock.push_behavior(Behavior::Status { status: 400, body: None, retry_after: None });
-    let gw = Gateway::start(json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
+    mock.push_behavior(Behavior::Status {
+        status: 400,
+        body: None,
+        retry_after: None,
+    });
+    let gw = Gateway::start(
+        json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
         "base_url": format!("{}/v1", mock.url()), "max_retries": 2,
-        "retry_backoff_initial": 10, "retry_backoff_max": 20}}))}}))
+        "retry_backoff_initial": 10, "retry_backoff_max": 20}}))}}),
+    )
     .await;
-    let (s, _) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, _) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 400);
     assert_eq!(mock.count(), 1, "a 400 was retried");
-    mock.set_default_behavior(Behavior::Status { status: 500, body: None, retry_after: None });
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    mock.set_default_behavior(Behavior::Status {
+        status: 500,
+        body: None,
+        retry_after: None,
+    });
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 500);
     assert_eq!(mock.count(), 4, "1 + 2 retries expected");
-    assert!(b["error"]["message"].as_str().unwrap().contains("after 3 attempts"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after 3 attempts"),
+        "{b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
     let mock = MockUpstream::start().await;
-    mock.push_behavior(Behavior::Status { status: 429, body: None, retry_after: Some("1".into()) });
-    let gw = Gateway::start(json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
+    mock.push_behavior(Behavior::Status {
+        status: 429,
+        body: None,
+        retry_after: Some("1".into()),
+    });
+    let gw = Gateway::start(
+        json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
         "base_url": format!("{}/v1", mock.url()), "max_retries": 1,
-        "retry_backoff_initial": 10, "retry_backoff_max": 20}}))}}))
+        "retry_backoff_initial": 10, "retry_backoff_max": 20}}))}}),
+    )
     .await;
     let start = Instant::now();
-    let (s, _) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, _) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 200);
-    assert!(start.elapsed() >= Duration::from_millis(950), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(mock.count(), 2);
 }
 
@@ -174,7 +248,11 @@ async fn retry_after_is_honoured() {
 async fn falls_back_to_second_provider_and_lists_attempts_when_all_fail() {
     let primary = MockUpstream::start().await;
     let secondary = MockUpstream::start().await;
-    primary.set_default_behavior(Behavior::Status { status: 503, body: None, retry_after: None });
+    primary.set_default_behavior(Behavior::Status {
+        status: 503,
+        body: None,
+        retry_after: None,
+    });
     let gw = Gateway::start(json!({"providers": {
         "openai": openai_provider(&primary.url()),
         "anthropic": {"keys": [{"value": "sk-ant", "models": [], "weight": 1.0}],
@@ -191,9 +269,19 @@ async fn falls_back_to_second_provider_and_lists_attempts_when_all_fail() {
     assert_eq!(primary.count(), 1);
     assert_eq!(secondary.received()[0].path, "/v1/messages");
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, "switchyard_fallbacks_total{from_provider=\"openai\",to_provider=\"anthropic\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchyard_fallbacks_total{from_provider=\"openai\",to_provider=\"anthropic\"}"
+        ),
+        1.0
+    );
 
-    secondary.set_default_behavior(Behavior::Status { status: 529, body: None, retry_after: None });
+    secondary.set_default_behavior(Behavior::Status {
+        status: 529,
+        body: None,
+        retry_after: None,
+    });
     let (s, b) = gw
         .chat(json!({"model": "openai/gpt-4o", "messages": user("x"), "fallbacks": ["anthropic/claude-3-5-haiku"]}))
         .await;
@@ -209,11 +297,15 @@ async fn falls_back_to_second_provider_and_lists_attempts_when_all_fail() {
 async fn upstream_timeout_gives_504() {
     let mock = MockUpstream::start().await;
     mock.set_default_behavior(Behavior::Hang);
-    let gw = Gateway::start(json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
-        "base_url": format!("{}/v1", mock.url()), "default_request_timeout_in_seconds": 1}}))}}))
+    let gw = Gateway::start(
+        json!({"providers": {"openai": provider(&mock.url(), json!({"network_config": {
+        "base_url": format!("{}/v1", mock.url()), "default_request_timeout_in_seconds": 1}}))}}),
+    )
     .await;
     let start = Instant::now();
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 504, "{b}");
     assert_eq!(b["error"]["code"], "upstream_timeout");
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -224,11 +316,15 @@ async fn reset_and_malformed_upstreams_are_errors_not_hangs() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
     mock.push_behavior(Behavior::ResetConnection);
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 502, "{b}");
     assert_eq!(b["error"]["code"], "upstream_unreachable");
     mock.push_behavior(Behavior::MalformedBody);
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("x")}))
+        .await;
     assert_eq!(s, 502, "{b}");
 }
 
@@ -254,7 +350,11 @@ async fn client_disconnect_cancels_the_upstream_call() {
     );
     let metrics = gw.get_text("/metrics").await;
     assert!(eventually(Duration::from_secs(2), || true).await);
-    assert_eq!(metric(&metrics, "switchyard_in_flight{provider=\"openai\"}"), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "switchyard_in_flight{provider=\"openai\"}"),
+        0.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +364,9 @@ async fn requests_go_through_the_configured_http_proxy() {
     let gw = Gateway::start(json!({"providers": {"openai": provider(&mock.url(), json!({
         "proxy_config": {"type": "http", "url": proxy.url()}}))}}))
     .await;
-    let (s, b) = gw.chat(json!({"model": "openai/gpt-4o", "messages": user("echo:via proxy")})).await;
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("echo:via proxy")}))
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["choices"][0]["message"]["content"], "via proxy");
     assert_eq!(proxy.count(), 1);

@@ -81,7 +81,14 @@ impl Gateway {
     }
 
     pub async fn get_text(&self, path: &str) -> String {
-        self.client.get(self.url(path)).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Begin graceful shutdown; returns the server task to await.

@@ -11,7 +11,9 @@ use crate::harness::{openai_provider, Gateway};
 async fn openai_python_sdk_plain_and_streaming() {
     let Some(python) = switchyard_tests::venv_python() else {
         if std::env::var_os("CI").is_some() {
-            panic!(".venv with the openai package is missing: run the test command (cargo xtask test)");
+            panic!(
+                ".venv with the openai package is missing: run the test command (cargo xtask test)"
+            );
         }
         eprintln!("skipped: no .venv (cargo xtask test creates it)");
         return;
@@ -28,5 +30,8 @@ async fn openai_python_sdk_plain_and_streaming() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("plain ok") && stdout.contains("stream ok"), "{stdout}");
+    assert!(
+        stdout.contains("plain ok") && stdout.contains("stream ok"),
+        "{stdout}"
+    );
 }

@@ -12,7 +12,8 @@ use crate::harness::{eventually, openai_provider, user, Gateway};
 async fn in_flight_requests_finish_during_shutdown() {
     let mock = MockUpstream::start().await;
     mock.set_default_behavior(Behavior::Delay(Duration::from_millis(500)));
-    let mut gw = Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
+    let mut gw =
+        Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
     let mut calls = Vec::new();
     for _ in 0..3 {
         let client = gw.client.clone();
@@ -31,7 +32,10 @@ async fn in_flight_requests_finish_during_shutdown() {
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap(), 200);
     }
-    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
     // No longer accepting.
     assert!(reqwest::get(gw.url("/health")).await.is_err());
 }
@@ -93,9 +97,15 @@ async fn sigterm_drains_and_exits_zero() {
     });
     assert!(eventually(Duration::from_secs(5), || mock.in_flight() == 1).await);
     let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(kill.success());
     assert_eq!(call.await.unwrap().unwrap(), 200);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }

@@ -32,7 +32,11 @@ fn text_of(events: &[String]) -> String {
         .iter()
         .filter(|e| *e != "[DONE]")
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -56,9 +60,18 @@ async fn openai_stream_passes_through_with_usage() {
     assert_eq!(first["object"], "chat.completion.chunk");
     assert_eq!(first["extra_fields"]["provider"], "openai");
     // The gateway asked for usage so it can count tokens.
-    assert_eq!(mock.received()[0].body["stream_options"]["include_usage"], true);
+    assert_eq!(
+        mock.received()[0].body["stream_options"]["include_usage"],
+        true
+    );
     let metrics = gw.get_text("/metrics").await;
-    assert!(metric(&metrics, "switchyard_tokens_total{model=\"gpt-4o\",provider=\"openai\",type=\"completion\"}") > 0.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "switchyard_tokens_total{model=\"gpt-4o\",provider=\"openai\",type=\"completion\"}"
+        ) > 0.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,10 +93,19 @@ async fn anthropic_stream_becomes_openai_chunks() {
     let events = sse_events(resp).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
     assert_eq!(text_of(&events).trim(), "streamed reply");
-    let parsed: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
-    assert!(parsed.iter().all(|c| c["object"] == "chat.completion.chunk"));
-    assert!(parsed.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
-    assert!(parsed.iter().any(|c| c["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0));
+    let parsed: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    assert!(parsed
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(parsed
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert!(parsed
+        .iter()
+        .any(|c| c["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,16 +124,28 @@ async fn stalled_stream_ends_with_an_error_frame() {
         .send()
         .await
         .unwrap();
-    let events = tokio::time::timeout(Duration::from_secs(10), sse_events(resp)).await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), sse_events(resp))
+        .await
+        .unwrap();
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert!(last["error"]["message"].as_str().unwrap().contains("stalled"), "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{last}"
+    );
     assert!(!events.iter().any(|e| e == "[DONE]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_error_before_stream_is_a_json_error() {
     let mock = MockUpstream::start().await;
-    mock.push_behavior(Behavior::Status { status: 429, body: None, retry_after: Some("7".into()) });
+    mock.push_behavior(Behavior::Status {
+        status: 429,
+        body: None,
+        retry_after: Some("7".into()),
+    });
     let gw = Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
     let resp = gw
         .client
