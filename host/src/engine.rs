@@ -411,10 +411,33 @@ impl Engine {
             Ok(Ok(b)) => b,
         };
         if !status.is_success() {
-            return Err(rt.provider.parse_error(status, &headers, &body));
+            let mut e = rt.provider.parse_error(status, &headers, &body);
+            // Providers echo the key they were sent ("Incorrect API key provided: sk-...");
+            // it must not reach the client or the log.
+            if let Some(k) = key {
+                e.message = scrub_secret(&e.message, k.value.expose());
+            }
+            return Err(e);
         }
         rt.provider.parse_response(req, &body).map(Attempt::Full)
     }
+}
+
+/// `text` with every occurrence of `secret` replaced by a mask that keeps its last four
+/// characters (as OpenAI does), so an operator can still tell which key was meant.
+pub fn scrub_secret(text: &str, secret: &str) -> String {
+    if secret.len() < 4 || !text.contains(secret) {
+        return text.to_owned();
+    }
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    text.replace(secret, &format!("****{tail}"))
 }
 
 enum Attempt {

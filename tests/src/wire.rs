@@ -1,0 +1,391 @@
+//! What the mock answers, in each provider's wire format. Pure functions of the request, so
+//! the same request always gets the same answer.
+
+use serde_json::{json, Value};
+
+/// Which API a request path belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    OpenAiChat,
+    OpenAiCompletion,
+    OpenAiEmbedding,
+    OpenAiModels,
+    AnthropicMessages,
+    Unknown,
+}
+
+impl Api {
+    /// Classify a path: `/v1/chat/completions`, `/chat/completions`,
+    /// `/openai/deployments/{d}/chat/completions` (Azure), `/v1/messages` (Anthropic), ...
+    pub fn of(path: &str) -> Api {
+        let path = path.trim_end_matches('/');
+        if path.ends_with("/chat/completions") {
+            Api::OpenAiChat
+        } else if path.ends_with("/completions") {
+            Api::OpenAiCompletion
+        } else if path.ends_with("/embeddings") {
+            Api::OpenAiEmbedding
+        } else if path.ends_with("/models") {
+            Api::OpenAiModels
+        } else if path.ends_with("/messages") {
+            Api::AnthropicMessages
+        } else {
+            Api::Unknown
+        }
+    }
+
+    pub fn is_anthropic(self) -> bool {
+        self == Api::AnthropicMessages
+    }
+}
+
+/// The text of one message `content`: a string, or the text parts of a list of parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The last user message's text (chat and Anthropic), or the prompt (completions).
+pub fn last_user_text(body: &Value) -> String {
+    if let Some(prompt) = body.get("prompt") {
+        return match prompt {
+            Value::Array(items) => items.first().map(content_text).unwrap_or_default(),
+            other => content_text(other),
+        };
+    }
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default()
+}
+
+/// The reply: what follows `echo:` in the last user text, else `default`.
+pub fn reply_text(body: &Value, default: &str) -> String {
+    let text = last_user_text(body);
+    match text.find("echo:") {
+        Some(at) => text[at + "echo:".len()..].trim().to_owned(),
+        None => default.to_owned(),
+    }
+}
+
+/// A rough token count: words.
+pub fn tokens(text: &str) -> u64 {
+    text.split_whitespace().count().max(1) as u64
+}
+
+fn prompt_tokens(body: &Value) -> u64 {
+    let mut n = 0;
+    if let Some(ms) = body.get("messages").and_then(Value::as_array) {
+        n += ms
+            .iter()
+            .map(|m| tokens(&content_text(&m["content"])))
+            .sum::<u64>();
+    }
+    if let Some(s) = body.get("system") {
+        n += tokens(&content_text(s));
+    }
+    if let Some(p) = body.get("prompt") {
+        n += tokens(&content_text(p));
+    }
+    n.max(1)
+}
+
+fn model(body: &Value) -> String {
+    body.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_owned()
+}
+
+/// The reply split into stream deltas: the first word, then each following word with its
+/// leading space, so the deltas concatenate to the reply.
+pub fn deltas(reply: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, word) in reply.split(' ').enumerate() {
+        out.push(if i == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        });
+    }
+    out
+}
+
+// ---- OpenAI ----
+
+pub fn openai_chat(body: &Value, reply: &str) -> Value {
+    let p = prompt_tokens(body);
+    let c = tokens(reply);
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": model(body),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": reply},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    })
+}
+
+pub fn openai_completion(body: &Value, reply: &str) -> Value {
+    let p = prompt_tokens(body);
+    let c = tokens(reply);
+    json!({
+        "id": "cmpl-mock",
+        "object": "text_completion",
+        "created": 1_700_000_000u64,
+        "model": model(body),
+        "choices": [{"text": reply, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    })
+}
+
+pub fn openai_embeddings(body: &Value) -> Value {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::Array(items)) => items.iter().map(content_text).collect(),
+        Some(other) => vec![content_text(other)],
+        None => Vec::new(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let seed = text
+                .bytes()
+                .fold(7u32, |h, b| h.wrapping_mul(31) ^ b as u32);
+            let vector: Vec<f64> = (0..8)
+                .map(|k| ((seed.rotate_left(k * 4) % 2000) as f64 / 1000.0) - 1.0)
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": vector})
+        })
+        .collect();
+    let p: u64 = inputs.iter().map(|t| tokens(t)).sum();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model(body),
+        "usage": {"prompt_tokens": p, "total_tokens": p}
+    })
+}
+
+pub fn openai_models() -> Value {
+    json!({"object": "list", "data": [
+        {"id": "gpt-4o", "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"},
+        {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}
+    ]})
+}
+
+/// The `data:` payloads of an OpenAI chat stream (without the final `[DONE]`).
+pub fn openai_chat_stream(body: &Value, reply: &str) -> Vec<String> {
+    let m = model(body);
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-mock", "object": "chat.completion.chunk",
+            "created": 1_700_000_000u64, "model": m,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        })
+        .to_string()
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for d in deltas(reply) {
+        out.push(chunk(json!({"content": d}), Value::Null));
+    }
+    out.push(chunk(json!({}), json!("stop")));
+    if body["stream_options"]["include_usage"] == true {
+        let p = prompt_tokens(body);
+        let c = tokens(reply);
+        out.push(
+            json!({
+                "id": "chatcmpl-mock", "object": "chat.completion.chunk",
+                "created": 1_700_000_000u64, "model": m, "choices": [],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+            })
+            .to_string(),
+        );
+    }
+    out
+}
+
+/// An OpenAI error body.
+pub fn openai_error(status: u16) -> Value {
+    let (kind, code, message) = match status {
+        400 => ("invalid_request_error", "bad_request", "Bad request"),
+        401 => (
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided",
+        ),
+        404 => (
+            "invalid_request_error",
+            "model_not_found",
+            "Model not found",
+        ),
+        429 => (
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests",
+        ),
+        _ => ("server_error", "server_error", "The server had an error"),
+    };
+    json!({"error": {"message": format!("{message} (mock {status})"), "type": kind, "param": null, "code": code}})
+}
+
+// ---- Anthropic ----
+
+/// Whether the request asks for a tool call: tools are offered and the text says `use_tool`.
+fn wants_tool(body: &Value) -> Option<&Value> {
+    let tools = body.get("tools")?.as_array()?;
+    if !last_user_text(body).contains("use_tool") {
+        return None;
+    }
+    tools.first()
+}
+
+/// Tool input: every string property of the tool's schema gets the last word of the user's
+/// text ("weather in Paris?" gives "Paris").
+fn tool_input(body: &Value, tool: &Value) -> Value {
+    let text = last_user_text(body);
+    let word = text
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_owned();
+    let mut input = serde_json::Map::new();
+    if let Some(props) = tool["input_schema"]["properties"].as_object() {
+        for (name, schema) in props {
+            if schema["type"] == "string" {
+                input.insert(name.clone(), Value::String(word.clone()));
+            }
+        }
+    }
+    Value::Object(input)
+}
+
+pub fn anthropic_message(body: &Value, reply: &str) -> Value {
+    let p = prompt_tokens(body);
+    let (content, stop) = match wants_tool(body) {
+        Some(tool) => (
+            json!([
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_mock01", "name": tool["name"], "input": tool_input(body, tool)}
+            ]),
+            "tool_use",
+        ),
+        None => (json!([{"type": "text", "text": reply}]), "end_turn"),
+    };
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model(body),
+        "content": content, "stop_reason": stop, "stop_sequence": null,
+        "usage": {"input_tokens": p, "output_tokens": tokens(reply)}
+    })
+}
+
+/// `(event, data)` pairs of an Anthropic Messages stream.
+pub fn anthropic_stream(body: &Value, reply: &str) -> Vec<(&'static str, String)> {
+    let p = prompt_tokens(body);
+    let mut out = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model(body),
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": p, "output_tokens": 1}}})
+            .to_string(),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}})
+            .to_string(),
+        ),
+        ("ping", json!({"type": "ping"}).to_string()),
+    ];
+    for d in deltas(reply) {
+        out.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": d}})
+            .to_string(),
+        ));
+    }
+    out.push((
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}).to_string(),
+    ));
+    out.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+               "usage": {"output_tokens": tokens(reply)}})
+        .to_string(),
+    ));
+    out.push(("message_stop", json!({"type": "message_stop"}).to_string()));
+    out
+}
+
+/// An Anthropic error body.
+pub fn anthropic_error(status: u16) -> Value {
+    let (kind, message) = match status {
+        400 => ("invalid_request_error", "Bad request"),
+        401 => ("authentication_error", "invalid x-api-key"),
+        404 => ("not_found_error", "Model not found"),
+        429 => (
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit",
+        ),
+        529 => ("overloaded_error", "Overloaded"),
+        _ => ("api_error", "Internal server error"),
+    };
+    json!({"type": "error", "error": {"type": kind, "message": format!("{message} (mock {status})")}})
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_and_deltas() {
+        let body = json!({"messages": [{"role": "user", "content": "echo:one two"}]});
+        assert_eq!(reply_text(&body, "d"), "one two");
+        assert_eq!(deltas("one two").concat(), "one two");
+        let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "echo:x"}]}]});
+        assert_eq!(reply_text(&parts, "d"), "x");
+        assert_eq!(reply_text(&json!({}), "d"), "d");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(Api::of("/v1/chat/completions"), Api::OpenAiChat);
+        assert_eq!(
+            Api::of("/openai/deployments/x/chat/completions"),
+            Api::OpenAiChat
+        );
+        assert_eq!(Api::of("/v1/completions"), Api::OpenAiCompletion);
+        assert_eq!(Api::of("/v1/messages"), Api::AnthropicMessages);
+    }
+
+    #[test]
+    fn anthropic_tool_call() {
+        let body = json!({"messages": [{"role": "user", "content": "use_tool: weather in Paris?"}],
+            "tools": [{"name": "get_weather", "input_schema": {"properties": {"city": {"type": "string"}}}}]});
+        let m = anthropic_message(&body, "x");
+        assert_eq!(m["content"][1]["input"]["city"], "Paris");
+        assert_eq!(m["stop_reason"], "tool_use");
+    }
+}
