@@ -51,7 +51,7 @@ pub struct Served {
 /// One configured provider at run time.
 pub struct ProviderRuntime {
     pub config: ProviderConfig,
-    provider: Box<dyn Provider>,
+    pub provider: Box<dyn Provider>,
     client: reqwest::Client,
     /// Places in the queue, including the ones held by requests being served.
     admission: Arc<Semaphore>,
@@ -106,7 +106,7 @@ impl ProviderRuntime {
     }
 
     /// Weighted random choice among the keys that serve `model`.
-    fn pick_key(&self, model: &str) -> Result<Option<(usize, &KeyConfig)>, GatewayError> {
+    pub fn pick_key(&self, model: &str) -> Result<Option<(usize, &KeyConfig)>, GatewayError> {
         let serving = || {
             self.config
                 .keys

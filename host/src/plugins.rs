@@ -388,8 +388,15 @@ impl Loader {
 pub struct Chain {
     plugins: Vec<Arc<LoadedPlugin>>,
     collector: Option<Arc<PluginMetricsCollector>>,
+    /// Per plugin, the call-time histograms of its pre, post and chunk hooks, resolved once
+    /// so a call pays an atomic add, not a label lookup.
+    timers: Vec<Option<[prometheus::Histogram; 3]>>,
     any_pre: bool,
 }
+
+const PRE: usize = 0;
+const POST: usize = 1;
+const CHUNK: usize = 2;
 
 /// Per-stream state of the chunk hooks (each plugin's opaque `state` bytes).
 #[derive(Default)]
@@ -412,10 +419,39 @@ impl Chain {
         collector: Option<Arc<PluginMetricsCollector>>,
     ) -> Self {
         let any_pre = plugins.iter().any(|p| p.hooks.contains(wit::Hooks::PRE));
+        let timers = plugins
+            .iter()
+            .map(|p| {
+                collector.as_ref().map(|c| {
+                    ["pre", "post", "chunk"]
+                        .map(|hook| c.calls.with_label_values(&[&p.entry.name, hook]))
+                })
+            })
+            .collect();
         Chain {
             plugins,
             collector,
+            timers,
             any_pre,
+        }
+    }
+
+    /// Run one hook call of plugin `i`, timed.
+    fn timed<R>(
+        &self,
+        i: usize,
+        hook: usize,
+        f: impl FnOnce(&LoadedPlugin) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        let p = &self.plugins[i];
+        match self.timers.get(i).and_then(Option::as_ref) {
+            Some(t) => {
+                let started = std::time::Instant::now();
+                let r = f(p);
+                t[hook].observe(started.elapsed().as_secs_f64());
+                r
+            }
+            None => f(p),
         }
     }
 
@@ -444,10 +480,16 @@ impl Chain {
         }
     }
 
-    fn guest_error(&self, p: &LoadedPlugin, msg: &str) -> GatewayError {
+    /// A hook returned an error (or a change the host cannot apply): counted and logged like
+    /// a trap, and the plugin's `on_error` policy decides. A deliberate refusal is `reject`,
+    /// not an error.
+    fn guest_error(&self, p: &LoadedPlugin, msg: &str) -> Option<GatewayError> {
         self.count(p, "guest_error");
-        tracing::warn!(plugin = %p.entry.name, error = msg, "plugin returned an error");
-        plugin_failure(&p.entry.name, msg)
+        tracing::warn!(plugin = %p.entry.name, error = msg, on_error = ?p.entry.on_error, "plugin returned an error");
+        match p.entry.on_error {
+            OnError::FailOpen => None,
+            OnError::FailClosed => Some(plugin_failure(&p.entry.name, msg)),
+        }
     }
 
     /// Run the pre-hooks in order. Returns the decision and how many plugins ran (their
@@ -466,13 +508,17 @@ impl Chain {
                 let body = serde_json::to_string(&req.body).unwrap_or_default();
                 bindings::request_to_wit(ctx, req, body)
             });
-            match p.call(|b, s| b.call_pre_hook(s, wreq)) {
+            match self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))) {
                 Ok(Ok(wit::PreAction::Continue)) => {}
                 Ok(Ok(wit::PreAction::ContinueWith(new))) => {
-                    if let Err(msg) = bindings::apply_request(req, wreq, new) {
-                        return (PreOutcome::Reject(self.guest_error(p, &msg)), i);
+                    match bindings::apply_request(req, wreq, new) {
+                        Ok(()) => sent = None,
+                        Err(msg) => {
+                            if let Some(err) = self.guest_error(p, &msg) {
+                                return (PreOutcome::Reject(err), i);
+                            }
+                        }
                     }
-                    sent = None;
                 }
                 Ok(Ok(wit::PreAction::Respond(r))) => {
                     return (
@@ -486,7 +532,11 @@ impl Chain {
                         i,
                     )
                 }
-                Ok(Err(msg)) => return (PreOutcome::Reject(self.guest_error(p, &msg)), i),
+                Ok(Err(msg)) => {
+                    if let Some(err) = self.guest_error(p, &msg) {
+                        return (PreOutcome::Reject(err), i);
+                    }
+                }
                 Err(e) => {
                     if let Some(err) = self.call_failed(p, &e) {
                         return (PreOutcome::Reject(err), i);
@@ -514,7 +564,7 @@ impl Chain {
         let info = bindings::request_info(ctx, req);
         let latency_us = upstream_latency.as_micros() as u64;
         let mut sent: Option<wit::Outcome> = None;
-        for p in plugins.iter().rev() {
+        for (i, p) in plugins.iter().enumerate().rev() {
             if !p.hooks.contains(wit::Hooks::POST) {
                 continue;
             }
@@ -522,7 +572,7 @@ impl Chain {
                 Ok(r) => wit::Outcome::Response(bindings::response_to_wit(req, r, latency_us)),
                 Err(e) => wit::Outcome::Error(bindings::error_to_wit(req, e)),
             });
-            match p.call(|b, s| b.call_post_hook(s, &info, wout)) {
+            match self.timed(i, POST, |p| p.call(|b, s| b.call_post_hook(s, &info, wout))) {
                 Ok(Ok(wit::PostAction::Keep)) => {}
                 Ok(Ok(wit::PostAction::Replace(wit::Outcome::Response(r)))) => {
                     let new = match (&*outcome, &*wout) {
@@ -539,8 +589,10 @@ impl Chain {
                     sent = None;
                 }
                 Ok(Err(msg)) => {
-                    *outcome = Err(self.guest_error(p, &msg));
-                    sent = None;
+                    if let Some(err) = self.guest_error(p, &msg) {
+                        *outcome = Err(err);
+                        sent = None;
+                    }
                 }
                 Err(e) => {
                     if let Some(err) = self.call_failed(p, &e) {
@@ -583,17 +635,27 @@ impl Chain {
             }
             let wchunk = sent.get_or_insert_with(|| bindings::chunk_to_wit(chunk, seq, last));
             let st = &state.states[i];
-            match p.call(|b, s| b.call_on_chunk(s, &info, wchunk, st)) {
+            match self.timed(i, CHUNK, |p| {
+                p.call(|b, s| b.call_on_chunk(s, &info, wchunk, st))
+            }) {
                 Ok(Ok(out)) => {
                     state.states[i] = out.state;
                     if let wit::ChunkAction::Replace(new) = out.action {
-                        if let Err(msg) = bindings::apply_chunk(chunk, req.kind, wchunk, new) {
-                            return Err(self.guest_error(p, &msg));
+                        match bindings::apply_chunk(chunk, req.kind, wchunk, new) {
+                            Ok(()) => sent = None,
+                            Err(msg) => {
+                                if let Some(err) = self.guest_error(p, &msg) {
+                                    return Err(err);
+                                }
+                            }
                         }
-                        sent = None;
                     }
                 }
-                Ok(Err(msg)) => return Err(self.guest_error(p, &msg)),
+                Ok(Err(msg)) => {
+                    if let Some(err) = self.guest_error(p, &msg) {
+                        return Err(err);
+                    }
+                }
                 Err(e) => {
                     if let Some(err) = self.call_failed(p, &e) {
                         return Err(err);

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod engine;
+mod plugins;
 mod python_sdk;
 mod shutdown;
 mod streaming;

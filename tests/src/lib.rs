@@ -35,14 +35,71 @@ pub fn venv_python() -> Option<PathBuf> {
 }
 
 /// A built plugin component: `plugins/build/<name>.wasm` for the example plugins, or
-/// `plugins/target/fixtures/<name>.wasm` for the fault fixtures.
+/// `plugins/target/fixtures/<name>.wasm` for the fault fixtures, or
+/// `plugins/target/python/<name>.wasm` for the Python example.
 pub fn plugin_component(name: &str) -> Option<PathBuf> {
     let root = repo_root();
     [
         root.join("plugins/build").join(format!("{name}.wasm")),
         root.join("plugins/target/fixtures")
             .join(format!("{name}.wasm")),
+        root.join("plugins/target/python")
+            .join(format!("{name}.wasm")),
     ]
     .into_iter()
     .find(|p| p.is_file())
+}
+
+/// A plugin component the test command builds, or `None` outside CI when it has not been
+/// built (run `cargo xtask test`, or `cargo xtask build-plugins`). Under CI a missing
+/// component is a failure, not a skip.
+pub fn require_plugin(name: &str) -> Option<PathBuf> {
+    let found = plugin_component(name);
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("plugin component {name}.wasm is missing: the test command builds it");
+        }
+        eprintln!("skipped: {name}.wasm not built (cargo xtask build-plugins)");
+    }
+    found
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            panic!("cannot create {}: {e}", dir.display());
+        }
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Copy `from` into the directory as `name`, atomically (write aside, then rename), as a
+    /// deployment would.
+    pub fn install(&self, from: &std::path::Path, name: &str) {
+        let tmp = self.0.join(format!(".{name}.partial"));
+        let done = std::fs::copy(from, &tmp).and_then(|_| std::fs::rename(&tmp, self.0.join(name)));
+        if let Err(e) = done {
+            panic!("cannot install {} as {name}: {e}", from.display());
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,14 +1,35 @@
 //! Build tasks. `cargo xtask test` is the CI entry point; `cargo xtask run` the quick start.
 
+mod bench;
+mod plugins;
+mod python;
 mod tasks;
 
 use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+  run [CONFIG]      build the plugins, start the demo upstream and the gateway (config.json)
+  test              everything CI checks: formatting, lints, plugin builds, every test
+  build-plugins     build the example plugins (plugins/build) and the test fixtures
+  python-plugin     build the example Python plugin (componentize-py, in .venv)
+  bench [--quick]   overhead, throughput, memory and streaming figures -> docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => tasks::test(),
         Some("run") => tasks::run(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|run [CONFIG]>"),
+        Some("build-plugins") => plugins::build_plugins(),
+        Some("python-plugin") => {
+            let wasm = python::build_python_plugin()?;
+            println!("{}", wasm.display());
+            Ok(())
+        }
+        Some("bench") => bench::bench(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
     }
 }

@@ -35,6 +35,9 @@ struct Family {
 pub struct PluginMetricsCollector {
     pub failures: CounterVec,
     pub reloads: CounterVec,
+    /// Wall time of each hook call, by plugin and hook (`pre`, `post`, `chunk`); its
+    /// `_count` is the number of calls.
+    pub calls: HistogramVec,
     families: Mutex<HashMap<String, Arc<Family>>>,
 }
 
@@ -56,9 +59,21 @@ impl PluginMetricsCollector {
             &["plugin", "result"],
         )
         .expect("static metric");
+        let calls = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_plugin_call_duration_seconds",
+                "Wall time of one plugin hook call, instance checkout included",
+            )
+            .buckets(vec![
+                5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25,
+            ]),
+            &["plugin", "hook"],
+        )
+        .expect("static metric");
         Arc::new(PluginMetricsCollector {
             failures,
             reloads,
+            calls,
             families: Mutex::new(HashMap::new()),
         })
     }
@@ -139,12 +154,14 @@ impl Collector for Shared {
         // Only the static metrics can be described up front; declared ones appear on collect.
         let mut d = self.0.failures.desc();
         d.extend(self.0.reloads.desc());
+        d.extend(self.0.calls.desc());
         d
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = self.0.failures.collect();
         out.extend(self.0.reloads.collect());
+        out.extend(self.0.calls.collect());
         let fams: Vec<Arc<Family>> = self
             .0
             .families

@@ -40,6 +40,53 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    budget: CallBudget,
+}
+
+/// The CPU deadline of the call in progress.
+///
+/// Epoch ticks measure wall time, and on a busy machine (two cores shared with a reload's
+/// compilation, say) a hook can be descheduled past a 10 ms wall deadline while using far less
+/// CPU. So the epoch deadline is only the first check: when it passes, the thread's CPU clock
+/// is read and the call gets more ticks; it is stopped once it has burnt another half of its
+/// deadline in CPU after that point (a guest that spins is stopped at about 1.5x its deadline),
+/// or when the wall clock passes `wall_cap`. The hot path pays one `Instant::now()` per call
+/// and no system call.
+struct CallBudget {
+    deadline: Duration,
+    wall_cap: Duration,
+    started: Instant,
+    /// Thread CPU time when the wall deadline first passed in this call.
+    cpu_mark: Option<Duration>,
+}
+
+impl CallBudget {
+    fn new(deadline: Duration) -> CallBudget {
+        CallBudget {
+            deadline,
+            wall_cap: (deadline * 20).max(Duration::from_secs(1)),
+            started: Instant::now(),
+            cpu_mark: None,
+        }
+    }
+
+    fn start(&mut self, deadline: Duration) {
+        *self = CallBudget::new(deadline);
+    }
+
+    /// Called on each epoch deadline during the call.
+    fn on_deadline(&mut self) -> wasmtime::UpdateDeadline {
+        if self.started.elapsed() >= self.wall_cap {
+            return wasmtime::UpdateDeadline::Interrupt;
+        }
+        let cpu = cpu_time::ThreadTime::now().as_duration();
+        let mark = *self.cpu_mark.get_or_insert(cpu);
+        if cpu.saturating_sub(mark) >= self.deadline / 2 {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Continue(1)
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -338,9 +385,11 @@ impl LoadedPlugin {
                 .memory_size(self.entry.memory_limit_bytes)
                 .trap_on_grow_failure(true)
                 .build(),
+            budget: CallBudget::new(INIT_DEADLINE),
         };
         let mut store = Store::new(&self.rt.engine, state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         let bindings = self
             .pre
@@ -371,6 +420,7 @@ impl LoadedPlugin {
             Some(i) => i,
             None => self.instantiate().map_err(CallError::Trap)?.0,
         };
+        inst.store.data_mut().budget.start(self.entry.deadline);
         inst.store.set_epoch_deadline(ticks(self.entry.deadline));
         match f(&inst.bindings, &mut inst.store) {
             Ok(r) => {

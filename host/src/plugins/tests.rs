@@ -402,7 +402,9 @@ fn e2e_test_plugin() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("switchyard_plugin_calls_total{hook=\"pre\",plugin=\"open\"}"),
+        metrics.contains(
+            "switchyard_plugin_call_duration_seconds_count{hook=\"pre\",plugin=\"open\"}"
+        ),
         "{metrics}"
     );
     assert!(

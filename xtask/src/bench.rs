@@ -1,0 +1,608 @@
+//! `cargo xtask bench`: the gateway's overhead, throughput, memory and streaming rate against
+//! the project's own mock upstream, measured with `oha` (installed from crates.io into
+//! `build/tools`), and written to `docs/benchmarks.md`.
+//!
+//! Three targets in one run: (a) the mock directly, (b) the gateway with no plugins, (c) the
+//! gateway with the three example plugins (metrics, rate-limit, redact) on every request.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::tasks::{root, run_cmd, wait_for_port, Guard};
+
+/// `oha` pinned: the figures must be comparable between runs.
+const OHA_VERSION: &str = "1.16.0";
+const MOCK_ADDR: &str = "127.0.0.1:18090";
+const PLAIN_GW: &str = "127.0.0.1:18081";
+const PLUGIN_GW: &str = "127.0.0.1:18082";
+/// Tokens per streamed answer in the streaming run.
+const STREAM_WORDS: usize = 100;
+
+/// Run lengths; `--quick` shortens them for a smoke run.
+struct Plan {
+    warmup: Duration,
+    closed: Duration,
+    connections: u32,
+    one_conn_requests: u32,
+    open_rate: u32,
+    open: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                warmup: Duration::from_secs(1),
+                closed: Duration::from_secs(3),
+                connections: 32,
+                one_conn_requests: 2_000,
+                open_rate: 2_000,
+                open: Duration::from_secs(3),
+            }
+        } else {
+            Plan {
+                warmup: Duration::from_secs(3),
+                closed: Duration::from_secs(15),
+                connections: 32,
+                one_conn_requests: 20_000,
+                open_rate: 5_000,
+                open: Duration::from_secs(15),
+            }
+        }
+    }
+}
+
+/// What one target measured.
+#[derive(Default, Clone)]
+struct Figures {
+    closed_rps: f64,
+    one_p50_us: f64,
+    one_p99_us: f64,
+    open_p50_us: f64,
+    open_p99_us: f64,
+    open_rps: f64,
+    errors: u64,
+    stream_rps: f64,
+    chunks_per_answer: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+/// Summary of one oha run.
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: u64,
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let started = Instant::now();
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "switchyard",
+        "--package",
+        "switchyard-tests",
+        "--bins",
+    ]))?;
+    crate::plugins::build_plugins()?;
+    let oha = ensure_oha()?;
+    let out_dir = root().join("build/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let release = root().join("target/release");
+
+    eprintln!("+ starting mock-upstream on {MOCK_ADDR}");
+    let _mock = Guard(
+        Command::new(release.join("mock-upstream"))
+            .args(["--listen", MOCK_ADDR])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start mock-upstream")?,
+    );
+    wait_for_port(MOCK_ADDR, Duration::from_secs(10))?;
+    let _stream_mock = Guard(
+        Command::new(release.join("mock-upstream"))
+            .args([
+                "--listen",
+                "127.0.0.1:18091",
+                "--reply-words",
+                &STREAM_WORDS.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start the streaming mock-upstream")?,
+    );
+    wait_for_port("127.0.0.1:18091", Duration::from_secs(10))?;
+
+    let plain_cfg = out_dir.join("gateway-plain.json");
+    std::fs::write(&plain_cfg, gateway_config(PLAIN_GW, false))?;
+    let plugin_cfg = out_dir.join("gateway-plugins.json");
+    std::fs::write(&plugin_cfg, gateway_config(PLUGIN_GW, true))?;
+
+    let body_path = out_dir.join("chat.json");
+    std::fs::write(&body_path, CHAT_BODY)?;
+    let direct_body = out_dir.join("chat-direct.json");
+    std::fs::write(
+        &direct_body,
+        CHAT_BODY.replace("mock/gpt-4o-mini", "gpt-4o-mini"),
+    )?;
+    let stream_body = out_dir.join("stream.json");
+    std::fs::write(
+        &stream_body,
+        CHAT_BODY
+            .replace("\"stream\": false", "\"stream\": true")
+            .replace("mock/gpt-4o-mini", "mockstream/gpt-4o-mini"),
+    )?;
+    let stream_direct = out_dir.join("stream-direct.json");
+    std::fs::write(
+        &stream_direct,
+        CHAT_BODY
+            .replace("\"stream\": false", "\"stream\": true")
+            .replace("mock/gpt-4o-mini", "gpt-4o-mini"),
+    )?;
+
+    let mut rows: Vec<(&str, Figures)> = Vec::new();
+    let direct_url = format!("http://{MOCK_ADDR}/v1/chat/completions");
+    eprintln!("== (a) mock upstream directly");
+    let mut a = measure(&oha, &plan, &direct_url, &direct_body)?;
+    let (srps, chunks) = stream_run(
+        &oha,
+        &plan,
+        "http://127.0.0.1:18091/v1/chat/completions",
+        &stream_direct,
+    )?;
+    a.stream_rps = srps;
+    a.chunks_per_answer = chunks;
+    rows.push(("(a) mock directly", a));
+
+    for (label, cfg, addr) in [
+        ("(b) gateway, no plugins", &plain_cfg, PLAIN_GW),
+        ("(c) gateway, 3 Wasm plugins", &plugin_cfg, PLUGIN_GW),
+    ] {
+        eprintln!("== {label}");
+        let gw = start_gateway(&release, cfg, addr)?;
+        let pid = gw.0.id();
+        let url = format!("http://{addr}/v1/chat/completions");
+        let mut f = measure(&oha, &plan, &url, &body_path)?;
+        let (srps, chunks) = stream_run(&oha, &plan, &url, &stream_body)?;
+        f.stream_rps = srps;
+        f.chunks_per_answer = chunks;
+        f.peak_rss_mib = peak_rss_mib(pid);
+        check_overhead_metric(addr)?;
+        drop(gw);
+        rows.push((label, f));
+    }
+
+    let report = render(&rows, &plan, &oha, quick)?;
+    println!("{report}");
+    let docs = root().join("docs");
+    std::fs::create_dir_all(&docs)?;
+    std::fs::write(docs.join("benchmarks.md"), &report)?;
+    eprintln!(
+        "xtask bench: wrote docs/benchmarks.md in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+const CHAT_BODY: &str = r#"{"model": "mock/gpt-4o-mini", "stream": false, "max_tokens": 64, "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Write one line about gateways. My email is not here and neither is a card number."}]}"#;
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// `build/tools/bin/oha`, installed from crates.io on first use.
+fn ensure_oha() -> Result<PathBuf> {
+    let tools = root().join("build/tools");
+    let bin = tools.join("bin/oha");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(OHA_VERSION))
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("+ installing the load generator oha {OHA_VERSION} from crates.io (a few minutes, once)");
+        run_cmd(cargo().args([
+            "install",
+            "--locked",
+            "--version",
+            OHA_VERSION,
+            "--root",
+            &tools.to_string_lossy(),
+            "oha",
+        ]))?;
+    }
+    Ok(bin)
+}
+
+fn gateway_config(listen: &str, plugins: bool) -> String {
+    let plugin_dir = root().join("plugins/build");
+    let entries = if plugins {
+        r#"[
+      {"name": "metrics", "file": "metrics.wasm"},
+      {"name": "rate-limit", "file": "rate-limit.wasm",
+       "config": {"rules": [{"match": {}, "per": "client_key", "capacity": 1000000000, "refill_per_second": 1000000000}]}},
+      {"name": "redact", "file": "redact.wasm"}
+    ]"#
+    } else {
+        "[]"
+    };
+    format!(
+        r#"{{
+  "client": {{"listen": "{listen}", "initial_pool_size": 64, "drop_excess_requests": false}},
+  "providers": {{
+    "mock": {{"type": "custom", "keys": [],
+              "network_config": {{"base_url": "http://{MOCK_ADDR}/v1", "max_retries": 0}},
+              "concurrency_and_buffer_size": {{"concurrency": 256, "buffer_size": 4096}}}},
+    "mockstream": {{"type": "custom", "keys": [],
+              "network_config": {{"base_url": "http://127.0.0.1:18091/v1", "max_retries": 0}},
+              "concurrency_and_buffer_size": {{"concurrency": 256, "buffer_size": 4096}}}}
+  }},
+  "plugins": {{"directory": "{}", "watch": false, "entries": {entries}}}
+}}
+"#,
+        plugin_dir.display()
+    )
+}
+
+fn start_gateway(release: &Path, cfg: &Path, addr: &str) -> Result<Guard> {
+    let child: Child = Command::new(release.join("switchyard"))
+        .current_dir(root())
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start switchyard")?;
+    let guard = Guard(child);
+    wait_for_port(addr, Duration::from_secs(30))?;
+    Ok(guard)
+}
+
+/// Closed loop, one connection, open loop; for the gateway, every answer must be a 200.
+fn measure(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<Figures> {
+    // Warm up connections, pools and caches.
+    oha_run(oha, url, body, &["-c", "8", "-z", &secs(plan.warmup)])?;
+    let closed = oha_run(
+        oha,
+        url,
+        body,
+        &[
+            "-c",
+            &plan.connections.to_string(),
+            "-z",
+            &secs(plan.closed),
+        ],
+    )?;
+    let one = oha_run(
+        oha,
+        url,
+        body,
+        &["-c", "1", "-n", &plan.one_conn_requests.to_string()],
+    )?;
+    let open = oha_run(
+        oha,
+        url,
+        body,
+        &[
+            "-c",
+            &plan.connections.to_string(),
+            "-q",
+            &plan.open_rate.to_string(),
+            "-z",
+            &secs(plan.open),
+            "--latency-correction",
+        ],
+    )?;
+    Ok(Figures {
+        closed_rps: closed.rps,
+        one_p50_us: one.p50_us,
+        one_p99_us: one.p99_us,
+        open_p50_us: open.p50_us,
+        open_p99_us: open.p99_us,
+        open_rps: open.rps,
+        errors: closed.errors + one.errors + open.errors,
+        ..Figures::default()
+    })
+}
+
+/// Streaming answers of `STREAM_WORDS` tokens: answers/s and SSE events per answer.
+fn stream_run(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<(f64, f64)> {
+    let run = oha_run(
+        oha,
+        url,
+        body,
+        &[
+            "-c",
+            &plan.connections.to_string(),
+            "-z",
+            &secs(plan.closed),
+        ],
+    )?;
+    // Count the events of one answer with curl-free std: a raw HTTP/1.1 request.
+    let chunks = count_sse_events(url, body)?;
+    Ok((run.rps, chunks))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn oha_run(oha: &Path, url: &str, body: &Path, extra: &[&str]) -> Result<Run> {
+    let out = Command::new(oha)
+        .args(["--no-tui", "--output-format", "json", "-m", "POST"])
+        .args(["-H", "content-type: application/json", "-D"])
+        .arg(body)
+        .args(extra)
+        .arg(url)
+        .output()
+        .context("cannot run oha")?;
+    if !out.status.success() {
+        bail!(
+            "oha {} failed: {}",
+            extra.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_oha(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("oha {} printed no usable JSON", extra.join(" ")))
+}
+
+/// The fields we need from oha's JSON summary (no JSON crate in xtask: it stays quick to
+/// build; the keys are fixed by the pinned oha version).
+fn parse_oha(json: &str) -> Result<Run> {
+    let num = |key: &str| -> Result<f64> {
+        let at = json
+            .find(&format!("\"{key}\""))
+            .with_context(|| format!("no {key} in oha output"))?;
+        let rest = &json[at + key.len() + 2..];
+        let rest = rest.trim_start_matches([':', ' ']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e' || c == '+'))
+            .unwrap_or(rest.len());
+        rest[..end]
+            .parse::<f64>()
+            .with_context(|| format!("{key}: not a number"))
+    };
+    let success_rate = num("successRate")?;
+    let total = num("total").unwrap_or(0.0);
+    let rps = num("requestsPerSec")?;
+    let p50 = num("p50")?;
+    let p99 = num("p99")?;
+    // oha counts non-2xx answers as successful requests; status codes are in
+    // statusCodeDistribution: anything other than "200" is an error for us.
+    let mut errors = 0u64;
+    if let Some(at) = json.find("\"statusCodeDistribution\"") {
+        let rest = &json[at..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        for pair in rest[..end].split(',') {
+            let mut kv = pair.split(':').rev();
+            let count = kv.next().unwrap_or("").trim().trim_matches('}');
+            let code = kv.next().unwrap_or("").trim().trim_matches(['"', '{']);
+            if code != "200" && !code.is_empty() {
+                errors += count.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    if success_rate < 1.0 {
+        errors += ((1.0 - success_rate) * total.max(1.0)).round() as u64;
+    }
+    Ok(Run {
+        rps,
+        p50_us: p50 * 1e6,
+        p99_us: p99 * 1e6,
+        errors,
+    })
+}
+
+/// Send one streaming request and count its `data:` events (including `[DONE]`).
+fn count_sse_events(url: &str, body: &Path) -> Result<f64> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("url")?;
+    let (host, path) = rest.split_once('/').context("url path")?;
+    let payload = std::fs::read(body)?;
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        payload.len()
+    )?;
+    s.write_all(&payload)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text.matches("data: ").count() as f64)
+}
+
+/// VmHWM (peak resident set) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The gateway exports its own overhead histogram; make sure it saw the run.
+fn check_overhead_metric(addr: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("switchyard_gateway_overhead_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let sum = text
+        .lines()
+        .find(|l| l.starts_with("switchyard_gateway_overhead_seconds_sum"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    if count == 0.0 {
+        bail!("switchyard_gateway_overhead_seconds on {addr} counted nothing");
+    }
+    eprintln!(
+        "   /metrics: switchyard_gateway_overhead_seconds mean {:.1} µs over {count} requests",
+        sum / count * 1e6
+    );
+    Ok(())
+}
+
+fn version_of(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find(|l| l.starts_with("PRETTY_NAME=")).map(|l| {
+                l.trim_start_matches("PRETTY_NAME=")
+                    .trim_matches('"')
+                    .to_owned()
+            })
+        })
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem}, {os}")
+}
+
+fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Result<String> {
+    let direct = rows.first().map(|r| r.1.clone()).unwrap_or_default();
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Produced by `cargo xtask bench{}` on {}.",
+        if quick { " --quick" } else { "" },
+        machine()
+    )?;
+    writeln!(
+        md,
+        "Versions: switchyard {}, {}, wasmtime 48, load generator {}.",
+        env!("CARGO_PKG_VERSION"),
+        version_of("rustc", &["--version"]),
+        version_of(&oha.to_string_lossy(), &["--version"])
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Everything runs on one machine: load generator, gateway and mock upstream share its cores, \
+         so absolute figures are lower than on separate hosts; the ratios taken in one run are what to compare."
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "| target | closed loop req/s ({} conns) | ratio to (a) | p50 / p99 at 1 conn (µs) | added p50 at 1 conn (µs) | open loop {} req/s: p50 / p99 (µs) | stream answers/s ({STREAM_WORDS} tokens) | chunks/s | peak RSS (MiB) | non-200 |",
+        plan.connections, plan.open_rate
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for (label, f) in rows {
+        let ratio = if direct.closed_rps > 0.0 {
+            f.closed_rps / direct.closed_rps
+        } else {
+            0.0
+        };
+        let added = if label.starts_with("(a)") {
+            "—".to_owned()
+        } else {
+            format!("{:.1}", f.one_p50_us - direct.one_p50_us)
+        };
+        writeln!(
+            md,
+            "| {label} | {:.0} | {ratio:.2}× | {:.1} / {:.1} | {added} | {:.1} / {:.1} ({:.0}/s) | {:.0} | {:.0} | {} | {} |",
+            f.closed_rps,
+            f.one_p50_us,
+            f.one_p99_us,
+            f.open_p50_us,
+            f.open_p99_us,
+            f.open_rps,
+            f.stream_rps,
+            f.stream_rps * f.chunks_per_answer,
+            f.peak_rss_mib
+                .map(|m| format!("{m:.1}"))
+                .unwrap_or_else(|| "—".into()),
+            f.errors
+        )?;
+    }
+    writeln!(md)?;
+    writeln!(md, "Method:")?;
+    writeln!(
+        md,
+        "- Closed loop: `oha -c {} -z {}` after a {} warm-up. One connection: `oha -c 1 -n {}`. \
+         Open loop: `oha -c {} -q {} -z {} --latency-correction`.",
+        plan.connections,
+        secs(plan.closed),
+        secs(plan.warmup),
+        plan.one_conn_requests,
+        plan.connections,
+        plan.open_rate,
+        secs(plan.open)
+    )?;
+    writeln!(
+        md,
+        "- Added latency: p50 at one connection through the gateway minus p50 directly to the mock, same request body."
+    )?;
+    writeln!(
+        md,
+        "- (c) runs `metrics`, `rate-limit` (a bucket too large to ever reject) and `redact` on every request: \
+         pre-hook and post-hook of each."
+    )?;
+    writeln!(
+        md,
+        "- Streaming: `stream: true` answers of {STREAM_WORDS} tokens; chunks/s = answers/s × SSE events per answer."
+    )?;
+    writeln!(
+        md,
+        "- Peak RSS: `VmHWM` of the gateway process after all its runs."
+    )?;
+    Ok(md)
+}
