@@ -597,3 +597,53 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
+
+/// The example plugin written in Python (componentize-py) against the same WIT: proof that
+/// the interface is language-neutral. It rejects blocked words and counts through imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_plugin_guards_words() {
+    let Some(dir) = plugin_dir(&[("word_guard", "word_guard.wasm")]) else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    let mut cfg = config(
+        &mock,
+        &dir,
+        json!([{"name": "word-guard", "file": "word_guard.wasm", "on_error": "fail_closed",
+                "deadline_ms": 200, "memory_limit_mib": 128,
+                "config": {"blocked_words": ["forbidden"], "tag": "py"}}]),
+        false,
+    );
+    cfg["client"]["initial_pool_size"] = json!(1);
+    let gw = Gateway::start(cfg).await;
+    let h = health(&gw).await;
+    assert_eq!(plugin_health(&h, "word-guard")["state"], "ready", "{h}");
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("echo:all good")}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["choices"][0]["message"]["content"], "all good");
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o", "messages": user("this is Forbidden talk")}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["code"], "blocked_word");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("forbidden"),
+        "{b}"
+    );
+    assert_eq!(mock.count(), 1, "a blocked request reached the provider");
+    let text = gw.get_text("/metrics").await;
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("switchyard_plugin_word_guard_requests_total")
+                && l.contains("plugin=\"word-guard\"")
+                && l.contains("result=\"blocked\"")
+        ),
+        "{text}"
+    );
+}

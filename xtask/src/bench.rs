@@ -357,50 +357,41 @@ fn oha_run(oha: &Path, url: &str, body: &Path, extra: &[&str]) -> Result<Run> {
         .with_context(|| format!("oha {} printed no usable JSON", extra.join(" ")))
 }
 
-/// The fields we need from oha's JSON summary (no JSON crate in xtask: it stays quick to
-/// build; the keys are fixed by the pinned oha version).
-fn parse_oha(json: &str) -> Result<Run> {
-    let num = |key: &str| -> Result<f64> {
-        let at = json
-            .find(&format!("\"{key}\""))
-            .with_context(|| format!("no {key} in oha output"))?;
-        let rest = &json[at + key.len() + 2..];
-        let rest = rest.trim_start_matches([':', ' ']);
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e' || c == '+'))
-            .unwrap_or(rest.len());
-        rest[..end]
-            .parse::<f64>()
-            .with_context(|| format!("{key}: not a number"))
+/// The fields we need from oha's JSON summary (latencies are in seconds there).
+fn parse_oha(text: &str) -> Result<Run> {
+    let v: serde_json::Value = serde_json::from_str(text)?;
+    let num = |ptr: &str| -> Result<f64> {
+        v.pointer(ptr)
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| format!("no {ptr} in oha output"))
     };
-    let success_rate = num("successRate")?;
-    let total = num("total").unwrap_or(0.0);
-    let rps = num("requestsPerSec")?;
-    let p50 = num("p50")?;
-    let p99 = num("p99")?;
-    // oha counts non-2xx answers as successful requests; status codes are in
-    // statusCodeDistribution: anything other than "200" is an error for us.
-    let mut errors = 0u64;
-    if let Some(at) = json.find("\"statusCodeDistribution\"") {
-        let rest = &json[at..];
-        let end = rest.find('}').unwrap_or(rest.len());
-        for pair in rest[..end].split(',') {
-            let mut kv = pair.split(':').rev();
-            let count = kv.next().unwrap_or("").trim().trim_matches('}');
-            let code = kv.next().unwrap_or("").trim().trim_matches(['"', '{']);
-            if code != "200" && !code.is_empty() {
-                errors += count.parse::<u64>().unwrap_or(0);
+    // oha counts any answer as a success; for us only a 200 is.
+    let mut answers = 0u64;
+    let mut ok = 0u64;
+    if let Some(codes) = v["statusCodeDistribution"].as_object() {
+        for (code, n) in codes {
+            let n = n.as_u64().unwrap_or(0);
+            answers += n;
+            if code == "200" {
+                ok += n;
             }
         }
     }
-    if success_rate < 1.0 {
-        errors += ((1.0 - success_rate) * total.max(1.0)).round() as u64;
-    }
+    let transport_errors: u64 = v["errorDistribution"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                // `-z` stops the run with requests in flight; those are not failures.
+                .filter(|(k, _)| !k.contains("deadline"))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
     Ok(Run {
-        rps,
-        p50_us: p50 * 1e6,
-        p99_us: p99 * 1e6,
-        errors,
+        rps: num("/summary/requestsPerSec")?,
+        p50_us: num("/latencyPercentiles/p50")? * 1e6,
+        p99_us: num("/latencyPercentiles/p99")? * 1e6,
+        errors: answers - ok + transport_errors,
     })
 }
 
