@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchyard_tests::mock::{Behavior, MockUpstream};
 use switchyard_tests::{require_plugin, TempDir};
 
-use crate::harness::{metric, openai_provider, user, Gateway};
+use crate::harness::{metric, openai_provider, sse_events, text_of, user, Gateway};
 
 /// A plugins directory holding `files` (component name, installed file name).
 fn plugin_dir(files: &[(&str, &str)]) -> Option<TempDir> {
@@ -49,25 +48,6 @@ fn plugin_health<'a>(h: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|p| p["name"] == name)
         .unwrap_or_else(|| panic!("no plugin {name} on /health: {h}"))
-}
-
-/// The concatenated `delta.content` of an SSE body.
-async fn stream_text(resp: reqwest::Response) -> String {
-    let mut raw = String::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        raw.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-    }
-    raw.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +129,7 @@ async fn redact_cleans_requests_responses_and_split_stream_chunks() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let text = stream_text(resp).await;
+    let text = text_of(&sse_events(resp).await);
     assert_eq!(text, "write to [REDACTED_EMAIL] or [REDACTED_CARD]");
 }
 

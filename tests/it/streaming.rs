@@ -2,43 +2,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchyard_tests::mock::{Behavior, MockUpstream};
 
-use crate::harness::{metric, openai_provider, user, Gateway};
-
-/// The `data:` payloads of an SSE body.
-async fn sse_events(resp: reqwest::Response) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = String::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(pos) = buf.find("\n\n") {
-            let frame: String = buf.drain(..pos + 2).collect();
-            for line in frame.lines() {
-                if let Some(d) = line.strip_prefix("data: ") {
-                    out.push(d.to_owned());
-                }
-            }
-        }
-    }
-    out
-}
-
-fn text_of(events: &[String]) -> String {
-    events
-        .iter()
-        .filter(|e| *e != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
-}
+use crate::harness::{metric, openai_provider, sse_events, text_of, user, Gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_stream_passes_through_with_usage() {

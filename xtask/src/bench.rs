@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::tasks::{root, run_cmd, wait_for_port, Guard};
+use crate::tasks::{build_release_bins, root, run_cmd, wait_for_port, Guard};
 
 /// `oha` pinned: the figures must be comparable between runs.
 const OHA_VERSION: &str = "1.16.0";
@@ -83,16 +83,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let plan = Plan::new(quick);
     let started = Instant::now();
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "switchyard",
-        "--package",
-        "switchyard-tests",
-        "--bins",
-    ]))?;
     crate::plugins::build_plugins()?;
+    build_release_bins()?;
     let oha = ensure_oha()?;
     let out_dir = root().join("build/bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -272,17 +264,7 @@ fn start_gateway(release: &Path, cfg: &Path, addr: &str) -> Result<Guard> {
 fn measure(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<Figures> {
     // Warm up connections, pools and caches.
     oha_run(oha, url, body, &["-c", "8", "-z", &secs(plan.warmup)])?;
-    let closed = oha_run(
-        oha,
-        url,
-        body,
-        &[
-            "-c",
-            &plan.connections.to_string(),
-            "-z",
-            &secs(plan.closed),
-        ],
-    )?;
+    let closed = closed_loop(oha, plan, url, body)?;
     let one = oha_run(
         oha,
         url,
@@ -315,19 +297,15 @@ fn measure(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<Figures> {
     })
 }
 
+/// `plan.connections` connections, each sending its next request when the last is answered.
+fn closed_loop(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<Run> {
+    let conns = plan.connections.to_string();
+    oha_run(oha, url, body, &["-c", &conns, "-z", &secs(plan.closed)])
+}
+
 /// Streaming answers of `STREAM_WORDS` tokens: answers/s and SSE events per answer.
 fn stream_run(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<(f64, f64)> {
-    let run = oha_run(
-        oha,
-        url,
-        body,
-        &[
-            "-c",
-            &plan.connections.to_string(),
-            "-z",
-            &secs(plan.closed),
-        ],
-    )?;
+    let run = closed_loop(oha, plan, url, body)?;
     // Count the events of one answer with curl-free std: a raw HTTP/1.1 request.
     let chunks = count_sse_events(url, body)?;
     Ok((run.rps, chunks))

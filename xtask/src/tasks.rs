@@ -75,6 +75,19 @@ pub fn test() -> Result<()> {
     Ok(())
 }
 
+/// The gateway and the mock upstream, optimised (`target/release`).
+pub fn build_release_bins() -> Result<()> {
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "switchyard",
+        "--package",
+        "switchyard-tests",
+        "--bins",
+    ]))
+}
+
 /// Kills the child when dropped, so Ctrl-C on `run` takes the mock down too.
 pub struct Guard(pub Child);
 
@@ -89,15 +102,7 @@ impl Drop for Guard {
 /// `config.json` in the foreground.
 pub fn run(args: &[String]) -> Result<()> {
     crate::plugins::build_plugins()?;
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "switchyard",
-        "--package",
-        "switchyard-tests",
-        "--bins",
-    ]))?;
+    build_release_bins()?;
     let target = root().join("target/release");
     eprintln!("+ starting the demo upstream (mock-upstream) on 127.0.0.1:8090");
     let mock = Guard(
