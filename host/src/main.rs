@@ -5,12 +5,6 @@ use std::process::ExitCode;
 
 use switchyard::config::{validate::ProcessEnv, Config};
 
-/// The gateway allocates and frees many small objects per request (JSON values, headers,
-/// strings); mimalloc's per-thread free lists serve them faster than glibc's malloc
-/// (see docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: switchyard [--config PATH] [--check]\n  --config PATH  config file (default: config.json)\n  --check        validate the config and exit";
 
 #[tokio::main]

@@ -105,11 +105,10 @@ class WitWorld(_WitWorld):
         )
 
     def post_hook(self, req: types.RequestInfo, outcome: types.Outcome) -> types.PostAction:
+        # Observe only: log failed requests, leave every outcome as it is.
         if isinstance(outcome, types.Outcome_Error):
             e = outcome.value
-            log.write(log.Level.DEBUG, f"[{_tag}] request {req.id} failed: {e.status} {e.message}")
-        else:
-            log.write(log.Level.DEBUG, f"[{_tag}] request {req.id} answered: {outcome.value.status}")
+            log.write(log.Level.INFO, f"[{_tag}] request {req.id} failed: {e.status} {e.message}")
         return types.PostAction_Keep()
 
     def on_chunk(
