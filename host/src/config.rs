@@ -230,9 +230,6 @@ pub struct PluginsConfig {
     /// `max_instances` (default 64): pool cap per plugin; pre-warmed instances are
     /// `min(client.initial_pool_size, max_instances)`.
     pub max_instances: usize,
-    /// `cache_directory` (default none): where compiled components are kept by content hash
-    /// so a restart or reload skips compilation.
-    pub cache_directory: Option<PathBuf>,
     /// The entries in chain order (sorted by `order`, then position in the file).
     pub entries: Vec<PluginEntry>,
 }
@@ -244,7 +241,6 @@ impl Default for PluginsConfig {
             watch: true,
             debounce: Duration::from_millis(200),
             max_instances: 64,
-            cache_directory: None,
             entries: Vec::new(),
         }
     }

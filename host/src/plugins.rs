@@ -323,7 +323,6 @@ impl Loader {
                 kv: kv::ScopedKv::new(self.kv.clone(), &entry.name),
                 metrics: self.metrics_for(&entry.name),
                 max_instances: self.cfg.max_instances,
-                cache_dir: self.cfg.cache_directory.clone(),
             };
             let started = std::time::Instant::now();
             match LoadedPlugin::load(self.rt.clone(), spec, &bytes, self.prewarm) {

@@ -149,7 +149,6 @@ pub struct RawPlugins {
     pub watch: Option<bool>,
     pub debounce_ms: Option<u64>,
     pub max_instances: Option<usize>,
-    pub cache_directory: Option<String>,
     pub entries: Option<Vec<RawPluginEntry>>,
 }
 

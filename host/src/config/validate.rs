@@ -687,17 +687,6 @@ fn plugins(ctx: &mut Ctx<'_>, raw: RawPlugins, base_dir: &Path) -> PluginsConfig
     if directory.is_empty() {
         ctx.problem("plugins.directory", "must not be empty");
     }
-    let cache_directory = match raw.cache_directory.as_deref() {
-        Some("") => {
-            ctx.problem(
-                "plugins.cache_directory",
-                "must not be empty (use null for none)",
-            );
-            None
-        }
-        Some(d) => Some(resolve_dir(base_dir, d)),
-        None => None,
-    };
     let max_instances = raw.max_instances.unwrap_or(64);
     ctx.positive("plugins.max_instances", max_instances as u64);
 
@@ -727,7 +716,6 @@ fn plugins(ctx: &mut Ctx<'_>, raw: RawPlugins, base_dir: &Path) -> PluginsConfig
         watch: raw.watch.unwrap_or(true),
         debounce: Duration::from_millis(raw.debounce_ms.unwrap_or(200)),
         max_instances,
-        cache_directory,
         entries,
     }
 }
@@ -918,7 +906,6 @@ mod tests {
         assert!(pl.watch);
         assert_eq!(pl.debounce, Duration::from_millis(200));
         assert_eq!(pl.max_instances, 64);
-        assert_eq!(pl.cache_directory, None);
         // Sorted by order: "a" has its position (1), "b" has 5.
         let names: Vec<_> = pl.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -946,7 +933,7 @@ mod tests {
             "azure": {"keys": [{"value": "az"}], "meta_config": {"endpoint": "https://x.openai.azure.com/", "deployments": {"gpt-4o": "my-dep"}}},
             "my-vllm": {"type": "custom", "network_config": {"base_url": "http://127.0.0.1:8000/v1"}}
           },
-          "plugins": {"directory": "/abs/plugins", "cache_directory": "cache",
+          "plugins": {"directory": "/abs/plugins",
                       "entries": [{"name": "redact", "config": {"x": 1}, "on_error": "fail_closed", "memory_limit_mib": 1}]}
         }"#;
         let (c, warnings) = Config::from_json(text, Path::new("/etc/sy"), &empty_env()).unwrap();
@@ -969,10 +956,6 @@ mod tests {
         assert_eq!(v.kind, ProviderKind::Custom);
         assert!(v.keys.is_empty() && !v.requires_key());
         assert_eq!(c.plugins.directory, Path::new("/abs/plugins"));
-        assert_eq!(
-            c.plugins.cache_directory.as_deref(),
-            Some(Path::new("/etc/sy/cache"))
-        );
         let e = &c.plugins.entries[0];
         assert_eq!(e.config_json, r#"{"x":1}"#);
         assert_eq!(e.on_error, OnError::FailClosed);

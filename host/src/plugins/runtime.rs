@@ -7,7 +7,6 @@
 //! that grants nothing; its stdout/stderr go to the log with the plugin's name.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -180,14 +179,10 @@ impl Runtime {
         })
     }
 
-    /// Compile `bytes`, or reuse the component compiled from the same bytes before (in memory,
-    /// then in `cache_dir`).
-    fn compile(
-        &self,
-        hash: [u8; 32],
-        bytes: &[u8],
-        cache_dir: Option<&Path>,
-    ) -> Result<Component, String> {
+    /// Compile `bytes`, or reuse the component compiled from the same bytes before. The cache
+    /// is in memory only: an on-disk one would need `Component::deserialize_file`, which is
+    /// `unsafe`, and the workspace forbids unsafe code; a restart recompiles.
+    fn compile(&self, hash: [u8; 32], bytes: &[u8]) -> Result<Component, String> {
         if let Some(c) = self
             .cache
             .lock()
@@ -196,10 +191,6 @@ impl Runtime {
         {
             return Ok(c.clone());
         }
-        // The on-disk cache (`cache_directory`) would need `Component::deserialize_file`,
-        // which is `unsafe` and the workspace forbids unsafe code; only the in-memory cache
-        // is used, so a restart recompiles.
-        let _ = cache_dir;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| format!("compile: {e:#}"))?;
         self.cache
@@ -309,7 +300,6 @@ pub struct PluginSpec {
     pub kv: ScopedKv,
     pub metrics: Arc<PluginMetrics>,
     pub max_instances: usize,
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// One version of one plugin, ready to serve: immutable apart from its instance pool.
@@ -336,7 +326,7 @@ impl LoadedPlugin {
         prewarm: usize,
     ) -> Result<LoadedPlugin, String> {
         let hash = sha256(bytes);
-        let component = rt.compile(hash, bytes, spec.cache_dir.as_deref())?;
+        let component = rt.compile(hash, bytes)?;
         let ipre = rt
             .linker
             .instantiate_pre(&component)

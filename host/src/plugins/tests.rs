@@ -223,7 +223,6 @@ fn plugins_cfg(dir: &Path, entries: Vec<PluginEntry>) -> PluginsConfig {
         watch: false,
         debounce: Duration::from_millis(50),
         max_instances: 4,
-        cache_directory: None,
         entries,
     }
 }
