@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -98,7 +99,15 @@ impl Server {
         let grace = self.state.config.client.shutdown_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = build_router(self.state);
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // Streamed answers end in small writes; without TCP_NODELAY each waits for the
+        // client's delayed ACK (Nagle), which holds the end of every stream on a keep-alive
+        // connection back by ~40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+            }
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(());
         });

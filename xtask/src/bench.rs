@@ -19,8 +19,8 @@ const OHA_VERSION: &str = "1.16.0";
 const MOCK_ADDR: &str = "127.0.0.1:18090";
 const PLAIN_GW: &str = "127.0.0.1:18081";
 const PLUGIN_GW: &str = "127.0.0.1:18082";
-/// Tokens per streamed answer in the streaming run.
-const STREAM_WORDS: usize = 100;
+/// Tokens per streamed answer in the streaming runs.
+const STREAM_WORDS: usize = 20;
 
 /// Run lengths; `--quick` shortens them for a smoke run.
 struct Plan {
@@ -28,6 +28,7 @@ struct Plan {
     closed: Duration,
     connections: u32,
     one_conn_requests: u32,
+    one_conn_streams: u32,
     open_rate: u32,
     open: Duration,
 }
@@ -40,6 +41,7 @@ impl Plan {
                 closed: Duration::from_secs(3),
                 connections: 32,
                 one_conn_requests: 2_000,
+                one_conn_streams: 200,
                 open_rate: 2_000,
                 open: Duration::from_secs(3),
             }
@@ -49,6 +51,7 @@ impl Plan {
                 closed: Duration::from_secs(15),
                 connections: 32,
                 one_conn_requests: 20_000,
+                one_conn_streams: 2_000,
                 open_rate: 5_000,
                 open: Duration::from_secs(15),
             }
@@ -68,6 +71,10 @@ struct Figures {
     errors: u64,
     stream_rps: f64,
     chunks_per_answer: f64,
+    /// Streamed answers one after another on one keep-alive connection, as SDK clients send
+    /// them: p50 of the whole answer and of the time to its first chunk, in µs.
+    stream_one_p50_us: f64,
+    stream_ttfc_p50_us: f64,
     peak_rss_mib: Option<f64>,
     /// Mean of the gateway's own `switchyard_gateway_overhead_seconds`.
     self_overhead_us: Option<f64>,
@@ -146,14 +153,13 @@ pub fn bench(args: &[String]) -> Result<()> {
     let direct_url = format!("http://{MOCK_ADDR}/v1/chat/completions");
     eprintln!("== (a) mock upstream directly");
     let mut a = measure(&oha, &plan, &direct_url, &direct_body)?;
-    let (srps, chunks) = stream_run(
+    stream_run(
         &oha,
         &plan,
         "http://127.0.0.1:18091/v1/chat/completions",
         &stream_direct,
+        &mut a,
     )?;
-    a.stream_rps = srps;
-    a.chunks_per_answer = chunks;
     rows.push(("(a) mock directly", a));
 
     for (label, cfg, addr) in [
@@ -165,9 +171,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         let pid = gw.0.id();
         let url = format!("http://{addr}/v1/chat/completions");
         let mut f = measure(&oha, &plan, &url, &body_path)?;
-        let (srps, chunks) = stream_run(&oha, &plan, &url, &stream_body)?;
-        f.stream_rps = srps;
-        f.chunks_per_answer = chunks;
+        stream_run(&oha, &plan, &url, &stream_body, &mut f)?;
         f.peak_rss_mib = peak_rss_mib(pid);
         f.self_overhead_us = Some(overhead_metric_mean_us(addr)?);
         drop(gw);
@@ -305,12 +309,87 @@ fn closed_loop(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<Run> {
     oha_run(oha, url, body, &["-c", &conns, "-z", &secs(plan.closed)])
 }
 
-/// Streaming answers of `STREAM_WORDS` tokens: answers/s and SSE events per answer.
-fn stream_run(oha: &Path, plan: &Plan, url: &str, body: &Path) -> Result<(f64, f64)> {
+/// Streaming answers of `STREAM_WORDS` tokens: answers/s at `plan.connections`, SSE events
+/// per answer, and answer / first-chunk latency on one keep-alive connection.
+fn stream_run(oha: &Path, plan: &Plan, url: &str, body: &Path, f: &mut Figures) -> Result<()> {
     let run = closed_loop(oha, plan, url, body)?;
+    f.stream_rps = run.rps;
+    f.errors += run.errors;
     // Count the events of one answer with curl-free std: a raw HTTP/1.1 request.
-    let chunks = count_sse_events(url, body)?;
-    Ok((run.rps, chunks))
+    f.chunks_per_answer = count_sse_events(url, body)?;
+    let (whole, first) = keep_alive_streams(url, body, plan.one_conn_streams)?;
+    f.stream_one_p50_us = whole;
+    f.stream_ttfc_p50_us = first;
+    Ok(())
+}
+
+/// Send `n` streaming requests one after another on one keep-alive connection and return the
+/// p50 of the whole answer and of the time to its first `data:` event, in µs. oha cannot
+/// tell the first chunk apart, hence this small HTTP/1.1 client (chunked bodies only, which
+/// is how every server here streams).
+fn keep_alive_streams(url: &str, body: &Path, n: u32) -> Result<(f64, f64)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let rest = url.strip_prefix("http://").context("url")?;
+    let (host, path) = rest.split_once('/').context("url path")?;
+    let payload = std::fs::read(body)?;
+    let stream = std::net::TcpStream::connect(host)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut request = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    let (mut whole, mut first) = (Vec::new(), Vec::new());
+    let mut line = String::new();
+    for i in 0..n {
+        let sent = Instant::now();
+        writer.write_all(&request)?;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("{url}: connection closed after {i} streamed answers");
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if l.starts_with("connection: close") {
+                bail!("{url}: the server closes the connection after each stream");
+            }
+            chunked |= l.starts_with("transfer-encoding:") && l.contains("chunked");
+        }
+        if !chunked {
+            bail!("{url}: the streamed answer is not chunked");
+        }
+        let mut seen_data = None;
+        let mut chunk = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .with_context(|| format!("{url}: bad chunk size {line:?}"))?;
+            chunk.resize(size + 2, 0);
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            if seen_data.is_none() && chunk.windows(5).any(|w| w == b"data:") {
+                seen_data = Some(sent.elapsed());
+            }
+        }
+        whole.push(sent.elapsed());
+        first.push(seen_data.context("a streamed answer without data: events")?);
+    }
+    let p50 = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Ok((p50(&mut whole), p50(&mut first)))
 }
 
 fn secs(d: Duration) -> String {
@@ -513,10 +592,10 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
     writeln!(md)?;
     writeln!(
         md,
-        "| target | closed loop req/s ({} conns) | ratio to (a) | p50 / p99 at 1 conn (µs) | added p50 at 1 conn (µs) | gateway's own overhead, mean (µs) | open loop {} req/s: p50 / p99 (µs) | stream answers/s ({STREAM_WORDS} tokens) | chunks/s | peak RSS (MiB) | non-200 |",
+        "| target | closed loop req/s ({} conns) | ratio to (a) | p50 / p99 at 1 conn (µs) | added p50 at 1 conn (µs) | gateway's own overhead, mean (µs) | open loop {} req/s: p50 / p99 (µs) | stream answers/s ({STREAM_WORDS} tokens) | chunks/s | stream at 1 keep-alive conn: answer / first chunk p50 (µs) | peak RSS (MiB) | non-200 |",
         plan.connections, plan.open_rate
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (label, f) in rows {
         let ratio = if direct.closed_rps > 0.0 {
             f.closed_rps / direct.closed_rps
@@ -530,7 +609,7 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
         };
         writeln!(
             md,
-            "| {label} | {:.0} | {ratio:.2}× | {:.1} / {:.1} | {added} | {} | {:.1} / {:.1} ({:.0}/s) | {:.0} | {:.0} | {} | {} |",
+            "| {label} | {:.0} | {ratio:.2}× | {:.1} / {:.1} | {added} | {} | {:.1} / {:.1} ({:.0}/s) | {:.0} | {:.0} | {:.0} / {:.0} | {} | {} |",
             f.closed_rps,
             f.one_p50_us,
             f.one_p99_us,
@@ -542,6 +621,8 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
             f.open_rps,
             f.stream_rps,
             f.stream_rps * f.chunks_per_answer,
+            f.stream_one_p50_us,
+            f.stream_ttfc_p50_us,
             f.peak_rss_mib
                 .map(|m| format!("{m:.1}"))
                 .unwrap_or_else(|| "—".into()),
@@ -573,7 +654,10 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
     )?;
     writeln!(
         md,
-        "- Streaming: `stream: true` answers of {STREAM_WORDS} tokens; chunks/s = answers/s × SSE events per answer."
+        "- Streaming: `stream: true` answers of {STREAM_WORDS} tokens; chunks/s = answers/s × SSE events per answer. \
+         At one keep-alive connection: {} answers sent one after another on the same connection, as SDK clients do, \
+         timed to the end of the answer and to its first `data:` event.",
+        plan.one_conn_streams
     )?;
     writeln!(
         md,
