@@ -10,11 +10,11 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 use switchyard::config::{Config, OnError, PluginEntry, PluginsConfig};
-use switchyard::engine::Engine;
 use switchyard::metrics::Metrics;
 use switchyard::plugins::{HookContext, PluginHost};
 use switchyard::proxy::resolve;
 use switchyard::schema::{RequestKind, UnifiedResponse};
+use switchyard::upstream::Upstream;
 
 const BODY: &str = r#"{"model": "openai/gpt-4o-mini", "max_tokens": 64, "temperature": 0.2,
   "messages": [{"role": "system", "content": "You are terse."},
@@ -39,7 +39,7 @@ fn config() -> Config {
 }
 
 fn translate(c: &mut Criterion) {
-    let engine = match Engine::new(&config(), Arc::new(Metrics::new())) {
+    let engine = match Upstream::new(&config(), Arc::new(Metrics::new())) {
         Ok(e) => e,
         Err(e) => panic!("{e}"),
     };
@@ -56,8 +56,7 @@ fn translate(c: &mut Criterion) {
                     Ok(r) => r,
                     Err(e) => panic!("{e:?}"),
                 };
-                let key = rt.config.keys.first().map(|k| &k.value);
-                black_box(rt.provider.build_request(&req, key).is_ok())
+                black_box(rt.provider.build_request(&req).is_ok())
             })
         });
     }
@@ -65,14 +64,7 @@ fn translate(c: &mut Criterion) {
     let rt = engine.provider("openai").map(Arc::clone);
     let Some(rt) = rt else { panic!("no openai") };
     c.bench_function("pick_key/3 keys, weighted, model filter", |b| {
-        b.iter(|| {
-            black_box(
-                rt.pick_key(black_box("gpt-4o-mini"))
-                    .ok()
-                    .flatten()
-                    .map(|k| k.0),
-            )
-        })
+        b.iter(|| black_box(rt.pick_key(black_box("gpt-4o-mini")).ok().map(|k| k.0)))
     });
 }
 

@@ -67,6 +67,11 @@ pub struct ClientConfig {
     pub drop_excess_requests: bool,
     /// `max_request_body_bytes` (default 10 MiB): larger bodies get 413.
     pub max_request_body_bytes: usize,
+    /// `max_response_body_bytes` (default 32 MiB): a larger non-streaming answer from a
+    /// provider is refused with a 502 instead of being held in memory.
+    pub max_response_body_bytes: usize,
+    /// `max_stream_event_bytes` (default 1 MiB): longest event of a streamed answer.
+    pub max_stream_event_bytes: usize,
     /// `queue_timeout_in_seconds` (default: the provider's request timeout): how long a
     /// request may wait for a place in a full queue before it gets 503.
     pub queue_timeout: Option<Duration>,
@@ -81,6 +86,12 @@ pub enum ProviderKind {
     OpenAi,
     Azure,
     Anthropic,
+    /// AWS Bedrock (Converse API, SigV4).
+    Bedrock,
+    /// Google Vertex AI (Gemini, Claude on Vertex; OAuth2 service accounts).
+    Vertex,
+    /// Cohere v2 (chat, embed).
+    Cohere,
     Groq,
     Mistral,
     Ollama,
@@ -89,10 +100,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 7] = [
+    pub const ALL: [ProviderKind; 10] = [
         ProviderKind::OpenAi,
         ProviderKind::Azure,
         ProviderKind::Anthropic,
+        ProviderKind::Bedrock,
+        ProviderKind::Vertex,
+        ProviderKind::Cohere,
         ProviderKind::Groq,
         ProviderKind::Mistral,
         ProviderKind::Ollama,
@@ -104,6 +118,9 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Azure => "azure",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
+            ProviderKind::Cohere => "cohere",
             ProviderKind::Groq => "groq",
             ProviderKind::Mistral => "mistral",
             ProviderKind::Ollama => "ollama",
@@ -113,6 +130,15 @@ impl ProviderKind {
 
     pub fn parse(name: &str) -> Option<ProviderKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether requests need a `keys` entry. Local servers take none, and Vertex's
+    /// credentials are the service account in `meta_config`.
+    pub fn requires_key(self) -> bool {
+        !matches!(
+            self,
+            ProviderKind::Ollama | ProviderKind::Custom | ProviderKind::Vertex
+        )
     }
 }
 
@@ -134,17 +160,98 @@ pub struct ProviderConfig {
     /// `concurrency_and_buffer_size.buffer_size` (default 5000)
     pub buffer_size: usize,
     pub proxy: Option<ProxyConfig>,
-    /// Azure settings (`azure_key_config` / `meta_config`): required for `azure`.
-    pub azure: Option<AzureConfig>,
+    /// The typed `meta_config` section of this provider's kind.
+    pub settings: ProviderSettings,
     /// Anthropic's `anthropic-version` header (`anthropic_version`, default `2023-06-01`).
     pub anthropic_version: String,
 }
 
 impl ProviderConfig {
-    /// True when no key can serve any request (all keys' env variables unset, or none given).
-    /// Ollama and custom servers without keys are allowed and get no auth header.
+    /// Whether requests need one of `keys` (see [`ProviderKind::requires_key`]).
     pub fn requires_key(&self) -> bool {
-        !matches!(self.kind, ProviderKind::Ollama | ProviderKind::Custom)
+        self.kind.requires_key()
+    }
+
+    pub fn azure(&self) -> Option<&AzureConfig> {
+        match &self.settings {
+            ProviderSettings::Azure(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Every model name the config lists for this provider (keys' `models`, Azure
+    /// deployments), sorted and deduplicated.
+    pub fn listed_models(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .keys
+            .iter()
+            .flat_map(|k| k.models.iter().map(String::as_str))
+            .collect();
+        if let Some(az) = self.azure() {
+            names.extend(az.deployments.keys().map(String::as_str));
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// `providers.<name>.meta_config`, typed by the provider's kind.
+#[derive(Debug, Clone, Default)]
+pub enum ProviderSettings {
+    /// Kinds without settings.
+    #[default]
+    None,
+    Azure(AzureConfig),
+    Bedrock(BedrockConfig),
+    Vertex(VertexConfig),
+}
+
+/// AWS Bedrock settings. A key's `value` is the access key id.
+#[derive(Debug, Clone)]
+pub struct BedrockConfig {
+    /// `region` (required), e.g. `us-east-1`: the endpoint's and the signature's region.
+    pub region: String,
+    /// `secret_access_key` (literal or `env.NAME`); `None` when its variable is unset (the
+    /// provider is then unavailable and says which variable to set).
+    pub secret_access_key: Option<Secret>,
+    /// `session_token` for temporary credentials.
+    pub session_token: Option<Secret>,
+    /// `arn`: an inference-profile or provisioned-throughput ARN prefix; model ids are
+    /// appended to it (`<arn>/<model>`) to form the model id in the path.
+    pub arn: Option<String>,
+}
+
+/// Google Vertex AI settings.
+#[derive(Debug, Clone)]
+pub struct VertexConfig {
+    /// `project_id` (default: the service account's).
+    pub project_id: String,
+    /// `location` (default `us-central1`); `global` uses the global endpoint.
+    pub location: String,
+    /// `auth_credentials`: the service-account JSON (inline or `env.NAME`); `None` when its
+    /// variable is unset.
+    pub credentials: Option<ServiceAccount>,
+}
+
+/// The parts of a Google service-account key file the gateway uses.
+#[derive(Clone)]
+pub struct ServiceAccount {
+    pub client_email: String,
+    /// PKCS#8 PEM.
+    pub private_key: Secret,
+    pub private_key_id: Option<String>,
+    pub token_uri: String,
+    pub project_id: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("client_email", &self.client_email)
+            .field("private_key", &self.private_key)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
     }
 }
 

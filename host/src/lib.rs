@@ -1,18 +1,21 @@
 //! Switchyard: an AI gateway.
 //!
 //! Clients speak the OpenAI HTTP API to Switchyard; Switchyard routes each request through
-//! WebAssembly plugins and per-provider queues to OpenAI, Azure OpenAI, Anthropic, Groq,
-//! Mistral, Ollama or any OpenAI-compatible server, with weighted keys, retries and fallbacks.
+//! WebAssembly plugins and per-provider queues to OpenAI, Azure OpenAI, Anthropic, AWS
+//! Bedrock, Google Vertex AI, Cohere, Groq, Mistral, Ollama or any OpenAI-compatible
+//! server, with weighted keys, retries and fallbacks.
 //!
-//! The request's way (see `proxy`): accept (`routes`) → resolve route → pre-hooks (`plugins`)
-//! → queue and upstream (`engine`, `providers`) → post-hooks → respond → finish (`metrics`).
+//! The request's way is the module tree, each module calling only the ones below it:
+//! `server` (listener, start-up) → `routes` (HTTP, dialects) → `proxy` (the phases: resolve,
+//! pre-hooks, upstream, post-hooks, respond, finish) → `plugins` and `upstream` (queue,
+//! keys, credentials, transport, framing) → `providers` (pure translation). `config`,
+//! `schema`, `error` and `metrics` are shared by all.
 
 // GatewayError carries the whole OpenAI error (type, code, param, attempts) so every phase
 // can answer with it; boxing it would cost an allocation on each error for no gain.
 #![allow(clippy::result_large_err)]
 
 pub mod config;
-pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod plugins;
@@ -21,8 +24,10 @@ pub mod proxy;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod upstream;
 
 pub use config::Config;
 pub use error::GatewayError;
+pub use proxy::Gateway;
 pub use routes::build_router;
-pub use server::{serve, AppState};
+pub use server::serve;

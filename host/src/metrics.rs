@@ -3,12 +3,30 @@
 //! overhead, fallbacks), the engine (upstream latency, retries, queue depth, drops) and the
 //! plugins (their own metrics, registered on the same registry).
 //!
-//! Labels stay low-cardinality: provider and model come from config, outcome is a fault.
+//! Labels stay low-cardinality whatever clients send: a provider label is a configured
+//! provider (else `unknown`), a model label is a model the config lists for it, or one the
+//! provider answered for (the first [`MAX_LEARNED_MODELS`] of them), else `other`. The
+//! handles of each provider and model are resolved once, so recording costs an atomic add.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::config::ProviderConfig;
+use crate::error::Fault;
+
+/// Models a provider answered for that get a label of their own, beyond those the config
+/// lists; the rest count as `other`.
+pub const MAX_LEARNED_MODELS: usize = 64;
+
+/// The label of providers that are not configured.
+pub const UNKNOWN: &str = "unknown";
+/// The label of models past the limit.
+pub const OTHER: &str = "other";
 
 /// All gateway metrics.
 pub struct Metrics {
@@ -36,6 +54,135 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// `switchyard_stream_chunks_total{provider}`
     pub stream_chunks: IntCounterVec,
+    /// `switchyard_streams_total{provider,model,end}`: how streams ended (`complete`,
+    /// `upstream_error`, `plugin_error`, `client_gone`).
+    pub streams: IntCounterVec,
+    /// `switchyard_panics_total`: panics caught while handling a request.
+    pub panics: IntCounter,
+}
+
+/// The handles of one provider and model.
+pub struct ModelMetrics {
+    /// By outcome: success, then each [`Fault`].
+    requests: [IntCounter; 5],
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub retries: IntCounter,
+    pub tokens_prompt: IntCounter,
+    pub tokens_completion: IntCounter,
+    /// By end: complete, upstream_error, plugin_error, client_gone.
+    streams: [IntCounter; 4],
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    Complete,
+    UpstreamError,
+    PluginError,
+    ClientGone,
+}
+
+impl StreamEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Complete => "complete",
+            StreamEnd::UpstreamError => "upstream_error",
+            StreamEnd::PluginError => "plugin_error",
+            StreamEnd::ClientGone => "client_gone",
+        }
+    }
+
+    const ALL: [StreamEnd; 4] = [
+        StreamEnd::Complete,
+        StreamEnd::UpstreamError,
+        StreamEnd::PluginError,
+        StreamEnd::ClientGone,
+    ];
+}
+
+const OUTCOMES: [&str; 5] = ["success", "client", "upstream", "plugin", "gateway"];
+
+fn outcome_index(fault: Option<Fault>) -> usize {
+    match fault {
+        None => 0,
+        Some(Fault::Client) => 1,
+        Some(Fault::Upstream) => 2,
+        Some(Fault::Plugin) => 3,
+        Some(Fault::Gateway) => 4,
+    }
+}
+
+impl ModelMetrics {
+    fn new(m: &Metrics, provider: &str, model: &str) -> ModelMetrics {
+        let pm = [provider, model];
+        ModelMetrics {
+            requests: OUTCOMES.map(|o| m.requests.with_label_values(&[provider, model, o])),
+            request_duration: m.request_duration.with_label_values(&pm),
+            upstream_duration: m.upstream_duration.with_label_values(&pm),
+            retries: m.retries.with_label_values(&pm),
+            tokens_prompt: m.tokens.with_label_values(&[provider, model, "prompt"]),
+            tokens_completion: m.tokens.with_label_values(&[provider, model, "completion"]),
+            streams: StreamEnd::ALL
+                .map(|e| m.streams.with_label_values(&[provider, model, e.as_str()])),
+        }
+    }
+
+    /// One request finished: `fault` is `None` for a success.
+    pub fn finished(&self, fault: Option<Fault>) {
+        self.requests[outcome_index(fault)].inc();
+    }
+
+    pub fn stream_ended(&self, end: StreamEnd) {
+        self.streams[end as usize].inc();
+    }
+
+    pub fn tokens(&self, usage: crate::schema::Usage) {
+        self.tokens_prompt.inc_by(u64::from(usage.prompt_tokens));
+        self.tokens_completion
+            .inc_by(u64::from(usage.completion_tokens));
+    }
+}
+
+/// The handles of one provider: per model, and the provider-wide ones.
+pub struct ProviderMetrics {
+    name: String,
+    registry: Arc<Metrics>,
+    listed: HashMap<String, Arc<ModelMetrics>>,
+    learned: RwLock<HashMap<String, Arc<ModelMetrics>>>,
+    other: Arc<ModelMetrics>,
+    pub overhead: Histogram,
+    pub stream_chunks: IntCounter,
+}
+
+impl ProviderMetrics {
+    /// The handles of `model` (its own, or `other`'s).
+    pub fn model(&self, model: &str) -> Arc<ModelMetrics> {
+        if let Some(m) = self.listed.get(model) {
+            return m.clone();
+        }
+        let learned = self.learned.read().unwrap_or_else(|e| e.into_inner());
+        learned.get(model).unwrap_or(&self.other).clone()
+    }
+
+    /// The provider answered for `model`: give it a label of its own while there is room.
+    pub fn learn(&self, model: &str) {
+        if self.listed.contains_key(model) {
+            return;
+        }
+        let known = {
+            let learned = self.learned.read().unwrap_or_else(|e| e.into_inner());
+            learned.contains_key(model) || learned.len() >= MAX_LEARNED_MODELS
+        };
+        if known {
+            return;
+        }
+        let mut learned = self.learned.write().unwrap_or_else(|e| e.into_inner());
+        if learned.len() < MAX_LEARNED_MODELS && !learned.contains_key(model) {
+            let m = Arc::new(ModelMetrics::new(&self.registry, &self.name, model));
+            learned.insert(model.to_owned(), m);
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -70,6 +217,31 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 }
 
 impl Metrics {
+    /// The handles of a configured provider, its listed models resolved up front.
+    pub fn provider(self: &Arc<Self>, cfg: &ProviderConfig) -> ProviderMetrics {
+        self.provider_named(&cfg.name, &cfg.listed_models())
+    }
+
+    /// The handles of requests to providers that are not configured.
+    pub fn unknown_provider(self: &Arc<Self>) -> ProviderMetrics {
+        self.provider_named(UNKNOWN, &[])
+    }
+
+    fn provider_named(self: &Arc<Self>, name: &str, models: &[&str]) -> ProviderMetrics {
+        ProviderMetrics {
+            name: name.to_owned(),
+            registry: self.clone(),
+            listed: models
+                .iter()
+                .map(|m| (m.to_string(), Arc::new(ModelMetrics::new(self, name, m))))
+                .collect(),
+            learned: RwLock::new(HashMap::new()),
+            other: Arc::new(ModelMetrics::new(self, name, OTHER)),
+            overhead: self.overhead.with_label_values(&[name]),
+            stream_chunks: self.stream_chunks.with_label_values(&[name]),
+        }
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         // 1 ms .. ~65 s: LLM calls span four orders of magnitude.
@@ -146,6 +318,23 @@ impl Metrics {
                 "Stream chunks sent to clients",
                 &["provider"],
             ),
+            streams: counter(
+                &registry,
+                "switchyard_streams_total",
+                "Streamed answers by how they ended (complete, upstream_error, plugin_error, client_gone)",
+                &["provider", "model", "end"],
+            ),
+            panics: {
+                let c = IntCounter::new(
+                    "switchyard_panics_total",
+                    "Panics caught while handling a request (answered with a 500)",
+                )
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("metric registered once");
+                c
+            },
             registry,
         }
     }

@@ -1,35 +1,116 @@
 //! Providers: the translation between the unified (OpenAI-shaped) request and each
-//! provider's wire format. Sits between the engine's key choice and the HTTP call: the
-//! engine picks a key, asks the provider for the upstream request, sends it (with retries),
-//! and hands the answer back to the provider to translate.
+//! provider's wire format. The last stop on the request's way: the upstream side
+//! (`upstream`) picks a key, asks the provider for the HTTP request, authenticates it with
+//! the key's credentials, sends it with retries, cuts the answer's bytes into frames and
+//! hands them back here to translate.
 //!
-//! One trait, one file per provider. The OpenAI-compatible family (OpenAI, Groq, Mistral,
-//! Ollama, custom servers) is one implementation with per-provider defaults. Adding a
-//! provider is one new file and one line in [`build`].
+//! The contract is pure translation, one file per provider: unified request → a complete
+//! HTTP request (method, URL, headers, body) without credentials; answer bytes → unified
+//! response, stream events, or a typed error (retryable or not). A provider never does I/O,
+//! never sees a secret, and names how its requests are authenticated ([`Auth`]) and how its
+//! streamed answers are framed ([`Framing`]); the layers that do that live in `upstream`.
+//! The OpenAI-compatible family (OpenAI, Groq, Mistral, Ollama, custom servers) is one
+//! implementation with per-provider defaults.
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 
-use crate::config::{ProviderConfig, ProviderKind, Secret};
+use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::GatewayError;
 use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
 pub mod anthropic;
 pub mod azure;
 pub mod openai;
-pub mod sse;
 
-/// An HTTP request ready to send upstream (POST).
-#[derive(Debug)]
+/// An HTTP request ready to be authenticated and sent upstream.
+#[derive(Debug, Clone)]
 pub struct UpstreamRequest {
+    pub method: Method,
+    /// The whole URL, path segments percent-encoded.
     pub url: String,
-    /// Auth, content type and provider headers; `network_config.extra_headers` are added by
-    /// the engine.
+    /// Content type and provider headers; `network_config.extra_headers` and credentials
+    /// are added by the upstream side (credentials last, so a signature covers everything).
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
-/// What a provider's stream decoder makes of one SSE event.
+impl UpstreamRequest {
+    /// A JSON POST to `url`.
+    pub fn post_json(url: String, body: Bytes) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        UpstreamRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body,
+        }
+    }
+}
+
+/// How a provider's requests are authenticated. The credentials layer applies it after
+/// [`Provider::build_request`], with the chosen key.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The key in one header: `prefix` + key (`authorization: Bearer sk-...`,
+    /// `x-api-key: ...`).
+    Header {
+        name: HeaderName,
+        prefix: &'static str,
+    },
+    /// AWS Signature V4 over the final request, for `service` (`bedrock`).
+    SigV4 { service: &'static str },
+    /// A Google OAuth2 access token from the service account, as a bearer token.
+    GoogleOAuth,
+}
+
+/// How a successful streamed answer's body is cut into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-Sent Events.
+    Sse,
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseFrame {
+    /// The `event:` field; empty when the frame had none.
+    pub event: String,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+/// One frame of a streamed answer, as the framing layer cut it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Sse(SseFrame),
+}
+
+impl Frame {
+    /// The Server-Sent Event of a provider that streams SSE; an event-stream message there
+    /// means the framing does not match the provider.
+    pub fn sse(&self, provider: &str) -> Result<&SseFrame, GatewayError> {
+        let _ = provider;
+        match self {
+            Frame::Sse(f) => Ok(f),
+        }
+    }
+}
+
+/// An SSE frame, for decoder tests.
+#[cfg(test)]
+pub fn sse(event: &str, data: &str) -> Frame {
+    Frame::Sse(SseFrame {
+        event: event.to_owned(),
+        data: data.to_owned(),
+    })
+}
+
+/// What a provider's stream decoder makes of one frame.
 #[derive(Debug)]
 pub enum StreamEvent {
     /// An OpenAI-shaped chunk for the client.
@@ -40,11 +121,11 @@ pub enum StreamEvent {
     Skip,
 }
 
-/// Turns a provider's SSE events into OpenAI chunks; one per stream, so it may keep state
-/// (Anthropic sends the message id and model once, then deltas).
+/// Turns a provider's stream frames into OpenAI chunks; one per stream, so it may keep
+/// state (Anthropic sends the message id and model once, then deltas). An error frame
+/// becomes the same typed error an HTTP error would (retryable or not).
 pub trait StreamDecoder: Send {
-    /// `event` is the SSE `event:` field (empty if absent), `data` the joined `data:` lines.
-    fn decode(&mut self, event: &str, data: &str) -> Result<Vec<StreamEvent>, GatewayError>;
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, GatewayError>;
 }
 
 /// One provider implementation. All methods are pure translations: no I/O.
@@ -55,13 +136,16 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether this provider can serve `kind` at all (Anthropic has no embeddings).
     fn supports(&self, kind: RequestKind) -> bool;
 
-    /// The upstream HTTP request for `req`, authenticated with `key` (`None` for keyless
-    /// providers such as a local Ollama).
-    fn build_request(
-        &self,
-        req: &UnifiedRequest,
-        key: Option<&Secret>,
-    ) -> Result<UpstreamRequest, GatewayError>;
+    /// How requests are authenticated.
+    fn auth(&self) -> Auth;
+
+    /// How a streamed answer is framed (SSE unless the provider says otherwise).
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
+    /// The upstream HTTP request for `req`, without credentials.
+    fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError>;
 
     /// Translate a successful (2xx) non-streaming body to the OpenAI shape.
     fn parse_response(
@@ -95,18 +179,37 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
+        // Added with their providers.
+        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Cohere => {
+            Box::new(openai::OpenAiCompatible::new(cfg))
+        }
     }
 }
 
-/// The public API address of each built-in provider, used when `network_config.base_url`
-/// is not set. `None`: the provider needs a `base_url` (custom) or an endpoint (Azure).
-pub fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
-    match kind {
-        ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
-        ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
-        ProviderKind::Groq => Some("https://api.groq.com/openai/v1"),
-        ProviderKind::Mistral => Some("https://api.mistral.ai/v1"),
-        ProviderKind::Ollama => Some("http://localhost:11434/v1"),
-        ProviderKind::Azure | ProviderKind::Custom => None,
+/// Percent-encode everything but RFC 3986 unreserved characters, so a model or deployment
+/// name can not add path segments or a query to a URL.
+pub fn encode_path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
+/// Everything but `A-Z a-z 0-9 - . _ ~`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_cannot_escape() {
+        assert_eq!(encode_path_segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(
+            encode_path_segment("anthropic.claude-3-5-sonnet-20241022-v2:0"),
+            "anthropic.claude-3-5-sonnet-20241022-v2%3A0"
+        );
+        assert_eq!(encode_path_segment("é"), "%C3%A9");
     }
 }

@@ -1,41 +1,131 @@
 //! The request's way through the gateway, as named phases sharing one [`RequestCtx`]:
 //!
-//! accept → resolve route → (per target: pre-hooks → queue/upstream → post-hooks) → respond
-//! → finish.
+//! accept → resolve → (per target: pre-hooks → upstream → post-hooks) → respond → finish
 //!
-//! Routes call [`handle`] with the raw body. Each target (the primary, then each fallback)
-//! runs the hooks again, and the route is resolved after the pre-hooks, so a plugin that
-//! changes the provider or model really reaches that provider's queue. When every target
-//! fails, the error lists each attempt. `finish` (metrics) runs on every path.
+//! The HTTP layer (`routes`) calls [`handle`] with the raw body and renders the
+//! [`Outcome`] in the client's dialect; nothing here names the HTTP server, so a test can
+//! drive the pipeline without one. Each target (the primary, then each fallback) runs the
+//! hooks again, and the route is resolved after the pre-hooks, so a plugin that changes
+//! the provider or model really reaches that provider's queue. When every target fails,
+//! the error lists each attempt. `finish` (metrics) runs exactly once on every path, a
+//! stream's included, whatever ends it: a guard does it when nothing else did.
 
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::engine::{Answer, ChunkStream, Served};
+use crate::config::Config;
 use crate::error::{AttemptSummary, Fault, GatewayError};
-use crate::plugins::{Chain, HookContext, PreOutcome, StreamHookState};
-use crate::providers::sse;
+use crate::metrics::{Metrics, ModelMetrics, ProviderMetrics, StreamEnd};
+use crate::plugins::{Chain, HookContext, PluginHost, PreOutcome, StreamHookState};
 use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage};
-use crate::server::AppState;
+use crate::upstream::{Answer, ChunkStream, Served, Upstream};
 
-/// Headers a plugin never sees.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "cookie",
-    "set-cookie",
-];
+mod resolve;
+
+pub use resolve::{hook_context, resolve};
+
+/// What every request shares: the config, the upstream side, the plugins, the metrics.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub upstream: Upstream,
+    pub plugins: Arc<PluginHost>,
+    pub metrics: Arc<Metrics>,
+    /// Handles for requests to providers that are not configured.
+    unknown: Arc<ProviderMetrics>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        upstream: Upstream,
+        plugins: Arc<PluginHost>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        Gateway {
+            unknown: Arc::new(metrics.unknown_provider()),
+            config,
+            upstream,
+            plugins,
+            metrics,
+        }
+    }
+
+    /// `provider` as a metric label: configured providers only.
+    fn provider_label<'a>(&self, provider: &'a str) -> &'a str {
+        if self.upstream.provider(provider).is_some() {
+            provider
+        } else {
+            crate::metrics::UNKNOWN
+        }
+    }
+
+    /// The metric handles of `provider` (configured, else `unknown`).
+    fn provider_metrics(&self, provider: &str) -> &Arc<ProviderMetrics> {
+        match self.upstream.provider(provider) {
+            Some(rt) => &rt.metrics,
+            None => &self.unknown,
+        }
+    }
+}
+
+/// What the pipeline answers; the HTTP layer renders it in the client's dialect.
+pub enum Outcome {
+    /// A complete response.
+    Response {
+        response: UnifiedResponse,
+        served: ServedBy,
+    },
+    /// A stream whose first content is there; the items follow.
+    Stream {
+        stream: OutStream,
+        served: ServedBy,
+    },
+    Error(GatewayError),
+}
+
+/// The chunks of a committed stream, after the chunk hooks. An error item is the last.
+pub type OutStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
+
+pub enum StreamItem {
+    Chunk(StreamChunk),
+    /// The stream failed after it was committed: the client gets an error event and a clean
+    /// end in its dialect.
+    Error(GatewayError),
+}
+
+/// Who served a request and how: Bifrost's `extra_fields`.
+#[derive(Debug, Clone)]
+pub struct ServedBy {
+    pub target: Target,
+    pub key_index: Option<usize>,
+    pub attempts: u32,
+    pub fallback_index: u32,
+    pub request_id: Arc<str>,
+    pub latency: Duration,
+    pub upstream_latency: Duration,
+}
+
+impl ServedBy {
+    /// `extra_fields` of a response body.
+    pub fn extra_fields(&self) -> Value {
+        json!({
+            "provider": self.target.provider,
+            "model": self.target.model,
+            "key_index": self.key_index,
+            "attempts": self.attempts,
+            "fallback_index": self.fallback_index,
+            "request_id": &*self.request_id,
+            "latency_ms": self.latency.as_secs_f64() * 1000.0,
+            "upstream_latency_ms": self.upstream_latency.as_secs_f64() * 1000.0,
+        })
+    }
+}
 
 /// Everything one client request carries through the phases.
 pub struct RequestCtx {
@@ -47,37 +137,39 @@ pub struct RequestCtx {
 }
 
 /// accept → ... → finish for one request of `kind`.
-pub async fn handle(
-    state: &AppState,
-    kind: RequestKind,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let received = Instant::now();
-    let (req, fallbacks) = match resolve(kind, &body) {
-        Ok(r) => r,
-        Err(e) => {
-            finish_error(state, None, &e);
-            return e.into_response();
-        }
-    };
+pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: Bytes) -> Outcome {
+    // accept
     let mut ctx = RequestCtx {
         hook: hook_context(headers),
-        received,
+        received: Instant::now(),
         upstream: Duration::ZERO,
         attempts: Vec::new(),
     };
-    let chain = state.plugins.chain();
-    let mut targets = std::iter::once(req.target.clone()).chain(fallbacks);
-    let mut target = targets.next();
-    let mut attempt = 0u32;
+    // resolve
+    let (req, fallbacks) = match resolve(kind, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            Finish::new(gw, &ctx, &Target::default()).error(&e);
+            return Outcome::Error(e);
+        }
+    };
+    drop(body);
+    let chain = gw.plugins.chain();
+    // A fallback starts from the client's request again, not from what the hooks of the
+    // previous target made of it; the copy is only made when there is a fallback.
+    let original = (!fallbacks.is_empty()).then(|| req.clone());
+    let mut targets = fallbacks.into_iter();
+    let mut target = Some(req.target.clone());
     let mut last_err: Option<GatewayError> = None;
+    let mut primary = Some(req);
     while let Some(t) = target.take() {
-        let mut req = req.clone();
+        let Some(mut req) = primary.take().or_else(|| original.clone()) else {
+            break;
+        };
         req.set_target(t.clone());
-        ctx.hook.attempt = attempt;
-        match run_target(state, &chain, &mut ctx, req).await {
-            Ok(resp) => return resp,
+        ctx.hook.attempt = ctx.attempts.len() as u32;
+        match run_target(gw, &chain, &mut ctx, req).await {
+            Ok(out) => return out,
             Err(e) => {
                 ctx.attempts.push(AttemptSummary {
                     provider: t.provider.clone(),
@@ -91,10 +183,12 @@ pub async fn handle(
                     None
                 };
                 if let Some(n) = &next {
-                    state
-                        .metrics
+                    gw.metrics
                         .fallbacks
-                        .with_label_values(&[t.provider.as_str(), n.provider.as_str()])
+                        .with_label_values(&[
+                            gw.provider_label(&t.provider),
+                            gw.provider_label(&n.provider),
+                        ])
                         .inc();
                     tracing::info!(
                         request_id = %ctx.hook.request_id, from = %t, to = %n,
@@ -103,7 +197,6 @@ pub async fn handle(
                 }
                 target = next;
                 last_err = Some(e);
-                attempt += 1;
             }
         }
     }
@@ -114,6 +207,14 @@ pub async fn handle(
             "no target tried",
         )
     });
+    let first = ctx
+        .attempts
+        .first()
+        .map(|a| Target {
+            provider: a.provider.clone(),
+            model: a.model.clone(),
+        })
+        .unwrap_or_default();
     if ctx.attempts.len() > 1 {
         let list: Vec<String> = ctx
             .attempts
@@ -128,18 +229,17 @@ pub async fn handle(
         );
         err.attempts = std::mem::take(&mut ctx.attempts);
     }
-    finish_error(state, Some(&req.target), &err);
-    overhead(state, &req.target.provider, &ctx);
-    err.into_response()
+    Finish::new(gw, &ctx, &first).error(&err);
+    Outcome::Error(err)
 }
 
-/// One target: pre-hooks → queue/upstream → post-hooks → respond.
+/// One target: pre-hooks → upstream → post-hooks → respond.
 async fn run_target(
-    state: &AppState,
+    gw: &Gateway,
     chain: &Arc<Chain>,
     ctx: &mut RequestCtx,
     mut req: UnifiedRequest,
-) -> Result<Response, GatewayError> {
+) -> Result<Outcome, GatewayError> {
     // pre-hooks
     let (pre, ran) = if chain.is_empty() {
         (PreOutcome::Continue, 0)
@@ -147,25 +247,23 @@ async fn run_target(
         chain.pre_hooks(&ctx.hook, &mut req)
     };
     let (mut outcome, served) = match pre {
-        PreOutcome::Continue => {
-            // resolve route (after the hooks) → queue/upstream
-            match state.engine.execute(&req).await {
-                Ok((Answer::Full(resp), served)) => (Ok(resp), Some(served)),
-                Ok((Answer::Stream(stream), served)) => {
-                    ctx.upstream += served.upstream;
-                    return Ok(respond_stream(
-                        state,
-                        chain.clone(),
-                        ctx,
-                        req,
-                        ran,
-                        stream,
-                        served,
-                    ));
-                }
-                Err(e) => (Err(e), None),
+        // upstream: the route is resolved here, after the hooks
+        PreOutcome::Continue => match gw.upstream.execute(&req).await {
+            Ok((Answer::Full(resp), served)) => (Ok(resp), Some(served)),
+            Ok((Answer::Stream(stream), served)) => {
+                ctx.upstream += served.upstream;
+                return Ok(respond_stream(
+                    gw,
+                    chain.clone(),
+                    ctx,
+                    req,
+                    ran,
+                    stream,
+                    served,
+                ));
             }
-        }
+            Err(e) => (Err(e), None),
+        },
         PreOutcome::Respond(resp) => (Ok(resp), None),
         PreOutcome::Reject(e) => (Err(e), None),
     };
@@ -176,396 +274,263 @@ async fn run_target(
         chain.post_hooks(&ctx.hook, &req, ran, upstream, &mut outcome);
     }
     // respond
-    let resp = outcome?;
-    finish_success(state, &req.target, resp.usage, ctx.received);
-    overhead(state, &req.target.provider, ctx);
-    Ok(respond_full(ctx, &req, resp, served.unwrap_or_default()))
-}
-
-/// resolve: parse the body, find the target and the fallbacks.
-pub fn resolve(
-    kind: RequestKind,
-    body: &[u8],
-) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
-    let mut map: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
-            "request body is empty; expected a JSON object".to_owned()
-        } else {
-            format!("request body is not valid JSON: {e}")
-        };
-        GatewayError::bad_request(None, what).with_code("invalid_json")
-    })?;
-    let model = match map.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(Value::String(_)) | None => {
-            return Err(GatewayError::bad_request(
-                Some("model"),
-                "'model' is required: write \"provider/model\" (e.g. \"openai/gpt-4o-mini\") or give 'provider' and 'model'",
-            ))
-        }
-        Some(other) => {
-            return Err(GatewayError::bad_request(
-                Some("model"),
-                format!("'model' must be a string, got {}", json_type(other)),
-            ))
-        }
-    };
-    let provider_field = match map.remove("provider") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) if !p.is_empty() => Some(p),
-        Some(other) => {
-            return Err(GatewayError::bad_request(
-                Some("provider"),
-                format!(
-                    "'provider' must be a non-empty string, got {}",
-                    json_type(&other)
-                ),
-            ))
-        }
-    };
-    let target = parse_target(provider_field.as_deref(), &model, "model")?;
-    let fallbacks = match map.remove("fallbacks") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| parse_fallback(i, item))
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(GatewayError::bad_request(
-                Some("fallbacks"),
-                format!("'fallbacks' must be a list, got {}", json_type(&other)),
-            ))
-        }
-    };
-    let stream = match map.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(GatewayError::bad_request(
-                Some("stream"),
-                format!("'stream' must be a boolean, got {}", json_type(other)),
-            ))
-        }
-    };
-    if stream && kind == RequestKind::Embedding {
-        return Err(GatewayError::bad_request(
-            Some("stream"),
-            "embeddings cannot be streamed",
-        ));
+    let response = outcome?;
+    let served = served.unwrap_or_default();
+    if served.attempts > 0 {
+        // The provider answered for this model: it may have a metric label of its own.
+        gw.provider_metrics(&req.target.provider)
+            .learn(&req.target.model);
     }
-    let required = match kind {
-        RequestKind::Chat => "messages",
-        RequestKind::Completion => "prompt",
-        RequestKind::Embedding => "input",
-    };
-    match map.get(required) {
-        None | Some(Value::Null) => {
-            return Err(GatewayError::bad_request(
-                Some(required),
-                format!("'{required}' is required"),
-            ))
-        }
-        Some(Value::Array(a)) if kind == RequestKind::Chat && a.is_empty() => {
-            return Err(GatewayError::bad_request(
-                Some("messages"),
-                "'messages' must not be empty",
-            ))
-        }
-        Some(v) if kind == RequestKind::Chat && !v.is_array() => {
-            return Err(GatewayError::bad_request(
-                Some("messages"),
-                format!("'messages' must be a list, got {}", json_type(v)),
-            ))
-        }
-        _ => {}
-    }
-    map.insert("model".to_owned(), Value::String(target.model.clone()));
-    Ok((
-        UnifiedRequest {
-            kind,
-            target,
-            stream,
-            body: map,
-        },
-        fallbacks,
-    ))
-}
-
-fn parse_target(provider: Option<&str>, model: &str, param: &str) -> Result<Target, GatewayError> {
-    match provider {
-        Some(p) => Ok(Target {
-            provider: p.to_owned(),
-            model: model.to_owned(),
-        }),
-        None => match model.split_once('/') {
-            Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok(Target {
-                provider: p.to_owned(),
-                model: m.to_owned(),
-            }),
-            _ => Err(GatewayError::bad_request(
-                Some(param),
-                format!(
-                    "'{param}' is \"{model}\", which names no provider: write \"provider/model\" (e.g. \"openai/{model}\") or give 'provider'"
-                ),
-            )),
-        },
-    }
-}
-
-fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
-    let param = format!("fallbacks[{i}]");
-    match item {
-        Value::String(s) => parse_target(None, s, &param),
-        Value::Object(o) => {
-            let model = o.get("model").and_then(Value::as_str).ok_or_else(|| {
-                GatewayError::bad_request(
-                    Some(&format!("{param}.model")),
-                    format!("'{param}.model' is required and must be a string"),
-                )
-            })?;
-            let provider = match o.get("provider") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(p)) => Some(p.as_str()),
-                Some(other) => {
-                    return Err(GatewayError::bad_request(
-                        Some(&format!("{param}.provider")),
-                        format!(
-                            "'{param}.provider' must be a string, got {}",
-                            json_type(other)
-                        ),
-                    ))
-                }
-            };
-            parse_target(provider, model, &format!("{param}.model"))
-        }
-        other => Err(GatewayError::bad_request(
-            Some(&param),
-            format!(
-                "'{param}' must be \"provider/model\" or {{\"provider\", \"model\"}}, got {}",
-                json_type(other)
-            ),
-        )),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn hook_context(headers: &HeaderMap) -> HookContext {
-    let client_key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|token| {
-            let digest = Sha256::digest(token.trim().as_bytes());
-            let mut s = String::with_capacity(19);
-            s.push_str("ck-");
-            for b in &digest[..8] {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
-        })
-        .unwrap_or_else(|| "anonymous".to_owned());
-    let visible: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(n, _)| !SECRET_HEADERS.contains(&n.as_str()))
-        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req-{:016x}", rand::random::<u64>()));
-    HookContext {
-        request_id: request_id.into(),
-        client_key: client_key.into(),
-        headers: visible.into(),
-        received_at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        attempt: 0,
-    }
-}
-
-/// Bifrost-style `extra_fields`: who served the request and how.
-fn extra_fields(ctx: &RequestCtx, target: &Target, served: &Served) -> Value {
-    json!({
-        "provider": target.provider,
-        "model": target.model,
-        "key_index": served.key_index,
-        "attempts": served.attempts,
-        "fallback_index": ctx.hook.attempt,
-        "request_id": &*ctx.hook.request_id,
-        "latency_ms": ctx.received.elapsed().as_secs_f64() * 1000.0,
-        "upstream_latency_ms": served.upstream.as_secs_f64() * 1000.0,
+    Finish::new(gw, ctx, &req.target).success(response.usage);
+    Ok(Outcome::Response {
+        response,
+        served: served_by(ctx, req.target, served),
     })
 }
 
-fn respond_full(
-    ctx: &RequestCtx,
-    req: &UnifiedRequest,
-    resp: UnifiedResponse,
-    served: Served,
-) -> Response {
-    let mut body = resp.body;
-    body.insert(
-        "extra_fields".to_owned(),
-        extra_fields(ctx, &req.target, &served),
-    );
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK);
-    let mut r = (status, bytes).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&ctx.hook.request_id) {
-        h.insert("x-request-id", v);
+fn served_by(ctx: &RequestCtx, target: Target, served: Served) -> ServedBy {
+    ServedBy {
+        target,
+        key_index: served.key_index,
+        attempts: served.attempts,
+        fallback_index: ctx.hook.attempt,
+        request_id: ctx.hook.request_id.clone(),
+        latency: ctx.received.elapsed(),
+        upstream_latency: served.upstream,
     }
-    r
 }
 
-/// Stream chunks to the client as SSE, running the chunk hooks and counting tokens.
+/// The finish phase of one request: its metrics, recorded exactly once. A stream carries
+/// it to its end; dropped unfinished (the client went away), it records that.
+struct Finish {
+    provider: Arc<ProviderMetrics>,
+    model: Arc<ModelMetrics>,
+    received: Instant,
+    /// Time outside the gateway so far (upstream calls and backoff).
+    upstream: Duration,
+    /// Set for streams: recorded as `client_gone` if dropped unfinished.
+    stream: bool,
+    done: bool,
+}
+
+impl Finish {
+    fn new(gw: &Gateway, ctx: &RequestCtx, target: &Target) -> Finish {
+        let provider = gw.provider_metrics(&target.provider).clone();
+        let model = provider.model(&target.model);
+        Finish {
+            provider,
+            model,
+            received: ctx.received,
+            upstream: ctx.upstream,
+            stream: false,
+            done: false,
+        }
+    }
+
+    fn overhead(&self, extra: Duration) {
+        let own = self.received.elapsed().saturating_sub(self.upstream);
+        let own = if self.stream { extra } else { own };
+        self.provider.overhead.observe(own.as_secs_f64());
+    }
+
+    fn success(mut self, usage: Option<Usage>) {
+        self.done = true;
+        self.model
+            .request_duration
+            .observe(self.received.elapsed().as_secs_f64());
+        self.model.finished(None);
+        if let Some(u) = usage {
+            self.model.tokens(u);
+        }
+        self.overhead(Duration::ZERO);
+    }
+
+    fn error(mut self, e: &GatewayError) {
+        self.done = true;
+        self.model.finished(Some(e.fault));
+        if e.fault == Fault::Gateway || e.status.is_server_error() {
+            tracing::warn!(
+                status = e.status.as_u16(),
+                fault = e.fault.as_str(),
+                "request failed: {}",
+                e.message
+            );
+        }
+        self.overhead(Duration::ZERO);
+    }
+
+    /// A stream ended: `own` is the gateway's share of its time (before the first chunk,
+    /// and in chunk hooks since).
+    fn stream_ended(&mut self, end: StreamEnd, usage: Option<Usage>, own: Duration) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.model.stream_ended(end);
+        match end {
+            StreamEnd::Complete => self.model.finished(None),
+            StreamEnd::UpstreamError => self.model.finished(Some(Fault::Upstream)),
+            StreamEnd::PluginError => self.model.finished(Some(Fault::Plugin)),
+            // The client got what it asked for up to when it left.
+            StreamEnd::ClientGone => self.model.finished(Some(Fault::Client)),
+        }
+        if let Some(u) = usage {
+            self.model.tokens(u);
+        }
+        self.overhead(own);
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done && self.stream {
+            self.stream_ended(StreamEnd::ClientGone, None, Duration::ZERO);
+        }
+    }
+}
+
+/// The committed stream: chunk hooks over every chunk, usage counted, how it ended
+/// recorded.
 fn respond_stream(
-    state: &AppState,
+    gw: &Gateway,
     chain: Arc<Chain>,
     ctx: &RequestCtx,
     req: UnifiedRequest,
     ran: usize,
-    stream: ChunkStream,
+    upstream: ChunkStream,
     served: Served,
-) -> Response {
-    let metrics = state.metrics.clone();
-    let hook = ctx.hook.clone();
-    let received = ctx.received;
-    let extra = extra_fields(ctx, &req.target, &served);
+) -> Outcome {
+    gw.provider_metrics(&req.target.provider)
+        .learn(&req.target.model);
+    let mut finish = Finish::new(gw, ctx, &req.target);
+    finish.stream = true;
+    // Time to the first chunk, as the client sees it.
+    finish
+        .model
+        .request_duration
+        .observe(ctx.received.elapsed().as_secs_f64());
     let hooks_on = ran > 0 && chain.wants_chunks(ran);
-    overhead(state, &req.target.provider, ctx);
-    struct S {
-        stream: ChunkStream,
-        hooks: StreamHookState,
-        usage: Option<Usage>,
-        first: bool,
-        finished: bool,
-        template: Option<Map<String, Value>>,
-    }
-    let st = S {
-        stream,
+    let served = served_by(ctx, req.target.clone(), served);
+    let st = StreamState {
+        upstream,
+        chain,
+        hook: ctx.hook.clone(),
+        req,
+        ran,
+        hooks_on,
         hooks: StreamHookState::default(),
         usage: None,
-        first: true,
-        finished: false,
         template: None,
+        own: ctx.received.elapsed().saturating_sub(ctx.upstream),
+        finish,
+        over: false,
     };
-    let body = futures_util::stream::unfold(st, move |mut st| {
-        let chain = chain.clone();
-        let metrics = metrics.clone();
-        let hook = hook.clone();
-        let req_target = req.target.clone();
-        let req = req.clone();
-        let extra = extra.clone();
-        async move {
-            if st.finished {
-                return None;
+    Outcome::Stream {
+        stream: Box::pin(futures_util::stream::unfold(st, |mut st| async move {
+            let item = st.next().await?;
+            Some((item, st))
+        })),
+        served,
+    }
+}
+
+struct StreamState {
+    upstream: ChunkStream,
+    chain: Arc<Chain>,
+    hook: HookContext,
+    req: UnifiedRequest,
+    ran: usize,
+    hooks_on: bool,
+    hooks: StreamHookState,
+    usage: Option<Usage>,
+    /// The first chunk's shape, for the empty last chunk the hooks may flush into.
+    template: Option<Map<String, Value>>,
+    /// The gateway's own time: before the stream, and in chunk hooks.
+    own: Duration,
+    finish: Finish,
+    over: bool,
+}
+
+impl StreamState {
+    async fn next(&mut self) -> Option<StreamItem> {
+        if self.over {
+            return None;
+        }
+        match self.upstream.next().await {
+            Some(Ok(mut chunk)) => {
+                if let Some(u) = chunk.usage() {
+                    self.usage = Some(u);
+                }
+                if self.hooks_on {
+                    if self.template.is_none() {
+                        self.template = Some(chunk.body.clone());
+                    }
+                    let started = Instant::now();
+                    let r = self.chain.chunk_hooks(
+                        &self.hook,
+                        &self.req,
+                        self.ran,
+                        &mut self.hooks,
+                        &mut chunk,
+                        false,
+                    );
+                    self.own += started.elapsed();
+                    if let Err(e) = r {
+                        return Some(self.end(StreamEnd::PluginError, Some(e)));
+                    }
+                }
+                Some(StreamItem::Chunk(chunk))
             }
-            let labels = [req_target.provider.as_str(), req_target.model.as_str()];
-            match st.stream.next().await {
-                Some(Ok(mut chunk)) => {
-                    if st.first {
-                        st.first = false;
-                        metrics
-                            .request_duration
-                            .with_label_values(&labels)
-                            .observe(received.elapsed().as_secs_f64());
-                        chunk.body.insert("extra_fields".to_owned(), extra);
-                    }
-                    if let Some(u) = chunk.usage() {
-                        st.usage = Some(u);
-                    }
-                    if hooks_on {
-                        if st.template.is_none() {
-                            st.template = Some(chunk.body.clone());
-                        }
-                        if let Err(e) =
-                            chain.chunk_hooks(&hook, &req, ran, &mut st.hooks, &mut chunk, false)
-                        {
-                            st.finished = true;
-                            return Some((Ok::<_, Infallible>(error_frame(&e)), st));
-                        }
-                    }
-                    let bytes = Bytes::from(serde_json::to_vec(&chunk.body).unwrap_or_default());
-                    Some((Ok(sse::encode_data(&bytes)), st))
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(request_id = %hook.request_id, "stream failed: {}", e.message);
-                    st.finished = true;
-                    finish_counts(&metrics, &req_target, e.fault.as_str(), None);
-                    Some((Ok(error_frame(&e)), st))
-                }
-                None => {
-                    st.finished = true;
-                    let mut tail = Vec::new();
-                    if hooks_on {
-                        if let Some(mut last) = st.template.take().map(final_chunk) {
-                            match chain.chunk_hooks(
-                                &hook,
-                                &req,
-                                ran,
-                                &mut st.hooks,
-                                &mut last,
-                                true,
-                            ) {
-                                Ok(()) if chunk_has_text(&last) => {
-                                    let bytes = serde_json::to_vec(&last.body).unwrap_or_default();
-                                    tail.extend_from_slice(&sse::encode_data(&bytes));
-                                }
-                                Ok(()) => {}
-                                Err(e) => {
-                                    tail.extend_from_slice(&error_frame(&e));
-                                    return Some((Ok(Bytes::from(tail)), st));
-                                }
+            Some(Err(e)) => {
+                tracing::warn!(request_id = %self.hook.request_id, "stream failed: {}", e.message);
+                Some(self.end(StreamEnd::UpstreamError, Some(e)))
+            }
+            None => {
+                self.over = true;
+                // The hooks' last word: text they held back to catch a pattern split over
+                // chunks.
+                if self.hooks_on {
+                    if let Some(mut last) = self.template.take().map(final_chunk) {
+                        let started = Instant::now();
+                        let r = self.chain.chunk_hooks(
+                            &self.hook,
+                            &self.req,
+                            self.ran,
+                            &mut self.hooks,
+                            &mut last,
+                            true,
+                        );
+                        self.own += started.elapsed();
+                        match r {
+                            Ok(()) if last.has_content() => {
+                                self.finish
+                                    .stream_ended(StreamEnd::Complete, self.usage, self.own);
+                                return Some(StreamItem::Chunk(last));
                             }
+                            Ok(()) => {}
+                            Err(e) => return Some(self.end(StreamEnd::PluginError, Some(e))),
                         }
                     }
-                    tail.extend_from_slice(sse::DONE);
-                    finish_counts(&metrics, &req_target, "success", st.usage);
-                    Some((Ok(Bytes::from(tail)), st))
                 }
+                self.finish
+                    .stream_ended(StreamEnd::Complete, self.usage, self.own);
+                None
             }
         }
-    });
-    let mut r = Response::new(Body::from_stream(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&ctx.hook.request_id) {
-        h.insert("x-request-id", v);
     }
-    r
+
+    fn end(&mut self, end: StreamEnd, e: Option<GatewayError>) -> StreamItem {
+        self.over = true;
+        self.finish.stream_ended(end, self.usage, self.own);
+        StreamItem::Error(e.unwrap_or_else(|| {
+            GatewayError::gateway(StatusCode::BAD_GATEWAY, "stream_failed", "stream failed")
+        }))
+    }
 }
 
 /// An empty chunk shaped like the stream's first one, on which plugins flush held text.
 fn final_chunk(mut template: Map<String, Value>) -> StreamChunk {
     template.remove("usage");
-    template.remove("extra_fields");
     let text_key = if template.get("object").and_then(Value::as_str) == Some("text_completion") {
         "text"
     } else {
@@ -578,174 +543,4 @@ fn final_chunk(mut template: Map<String, Value>) -> StreamChunk {
     };
     template.insert("choices".to_owned(), Value::Array(vec![choice]));
     StreamChunk { body: template }
-}
-
-fn chunk_has_text(chunk: &StreamChunk) -> bool {
-    chunk
-        .body
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                let t = c
-                    .get("delta")
-                    .and_then(|d| d.get("content"))
-                    .or_else(|| c.get("text"))
-                    .and_then(Value::as_str);
-                t.is_some_and(|t| !t.is_empty())
-            })
-        })
-}
-
-fn error_frame(e: &GatewayError) -> Bytes {
-    let bytes = serde_json::to_vec(&e.to_json()).unwrap_or_default();
-    sse::encode_data(&bytes)
-}
-
-fn finish_success(state: &AppState, target: &Target, usage: Option<Usage>, received: Instant) {
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[target.provider.as_str(), target.model.as_str()])
-        .observe(received.elapsed().as_secs_f64());
-    finish_counts(&state.metrics, target, "success", usage);
-}
-
-fn finish_error(state: &AppState, target: Option<&Target>, e: &GatewayError) {
-    let (p, m) = match target {
-        Some(t) if state.engine.provider(&t.provider).is_some() => {
-            (t.provider.as_str(), t.model.as_str())
-        }
-        // Unknown providers and models would make label values up to the client.
-        _ => ("unknown", "unknown"),
-    };
-    let outcome = e.fault.as_str();
-    state
-        .metrics
-        .requests
-        .with_label_values(&[p, m, outcome])
-        .inc();
-    if e.fault == Fault::Gateway || e.status.is_server_error() {
-        tracing::warn!(
-            provider = p,
-            model = m,
-            status = e.status.as_u16(),
-            "request failed: {}",
-            e.message
-        );
-    }
-}
-
-fn finish_counts(
-    metrics: &crate::metrics::Metrics,
-    target: &Target,
-    outcome: &str,
-    usage: Option<Usage>,
-) {
-    let (p, m) = (target.provider.as_str(), target.model.as_str());
-    metrics.requests.with_label_values(&[p, m, outcome]).inc();
-    if let Some(u) = usage {
-        metrics
-            .tokens
-            .with_label_values(&[p, m, "prompt"])
-            .inc_by(u64::from(u.prompt_tokens));
-        metrics
-            .tokens
-            .with_label_values(&[p, m, "completion"])
-            .inc_by(u64::from(u.completion_tokens));
-    }
-}
-
-fn overhead(state: &AppState, provider: &str, ctx: &RequestCtx) {
-    let own = ctx.received.elapsed().saturating_sub(ctx.upstream);
-    let label = if state.engine.provider(provider).is_some() {
-        provider
-    } else {
-        "unknown"
-    };
-    state
-        .metrics
-        .overhead
-        .with_label_values(&[label])
-        .observe(own.as_secs_f64());
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolves_provider_slash_model() {
-        let (r, f) = resolve(
-            RequestKind::Chat,
-            br#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}],"fallbacks":["anthropic/claude",{"provider":"groq","model":"llama"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.target.provider, "openai");
-        assert_eq!(r.body["model"], "gpt-4o");
-        assert!(!r.body.contains_key("fallbacks"));
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[1].provider, "groq");
-    }
-
-    #[test]
-    fn model_with_slash_and_provider_field() {
-        let (r, _) = resolve(
-            RequestKind::Chat,
-            br#"{"provider":"groq","model":"meta/llama-3","messages":[{"role":"user","content":"x"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.target.model, "meta/llama-3");
-        assert!(!r.body.contains_key("provider"));
-    }
-
-    #[test]
-    fn malformed_json_says_where() {
-        let e = resolve(
-            RequestKind::Chat,
-            b"{\"model\": \"a/b\",\n  \"messages\": [}",
-        )
-        .unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(e.message.contains("line 2 column"), "{}", e.message);
-    }
-
-    #[test]
-    fn missing_provider_is_explained() {
-        let e = resolve(
-            RequestKind::Chat,
-            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("model"));
-        assert!(e.message.contains("provider/model"));
-    }
-
-    #[test]
-    fn bad_fallback_names_its_index() {
-        let e = resolve(
-            RequestKind::Chat,
-            br#"{"model":"a/b","messages":[{"role":"user","content":"x"}],"fallbacks":["a/b", 3]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("fallbacks[1]"));
-    }
-
-    #[test]
-    fn client_key_hides_the_token() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer sk-secret"),
-        );
-        h.insert("x-team", HeaderValue::from_static("blue"));
-        let ctx = hook_context(&h);
-        assert!(ctx.client_key.starts_with("ck-") && ctx.client_key.len() == 19);
-        assert!(ctx.headers.iter().all(|(n, _)| n != "authorization"));
-        assert!(ctx
-            .headers
-            .iter()
-            .any(|(n, v)| n == "x-team" && v == "blue"));
-    }
 }

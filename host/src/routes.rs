@@ -1,23 +1,34 @@
-//! The HTTP surface: OpenAI-compatible endpoints plus `/health` and `/metrics`. Handlers are
-//! thin: they take the raw body and hand it to `proxy::handle`. [`build_router`] is pure, so
-//! router tests drive it with `oneshot` and no socket.
+//! The HTTP surface, the only code that names axum: OpenAI-compatible endpoints plus
+//! `/health` and `/metrics`. Handlers take the raw body, hand it to [`proxy::handle`] and
+//! render the [`Outcome`] in the client's dialect (JSON with `extra_fields`, or Server-Sent
+//! Events). A panic while handling a request becomes a 500 in the same shape, counted on
+//! `/metrics`, and the gateway keeps serving. [`build_router`] is pure, so router tests
+//! drive it with `oneshot` and no socket.
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
 use crate::error::GatewayError;
-use crate::proxy;
-use crate::schema::RequestKind;
-use crate::server::AppState;
+use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
+use crate::schema::{RequestKind, UnifiedResponse};
 
-pub fn build_router(state: AppState) -> Router {
-    let limit = state.config.client.max_request_body_bytes;
+/// The terminating frame of an OpenAI stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+pub fn build_router(gw: Arc<Gateway>) -> Router {
+    let limit = gw.config.client.max_request_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -30,11 +41,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(gw)
 }
 
-fn body_error(state: &AppState, rejection: BytesRejection) -> Response {
+fn body_error(gw: &Gateway, rejection: BytesRejection) -> GatewayError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         GatewayError::client(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -42,99 +54,208 @@ fn body_error(state: &AppState, rejection: BytesRejection) -> Response {
             None,
             format!(
                 "request body is larger than {} bytes (client.max_request_body_bytes)",
-                state.config.client.max_request_body_bytes
+                gw.config.client.max_request_body_bytes
             ),
         )
-        .into_response()
     } else {
         GatewayError::bad_request(None, format!("could not read request body: {rejection}"))
-            .into_response()
     }
 }
 
 async fn dispatch(
-    state: AppState,
+    gw: Arc<Gateway>,
     kind: RequestKind,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match body {
-        Ok(body) => proxy::handle(&state, kind, &headers, body).await,
-        Err(rejection) => body_error(&state, rejection),
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return openai_error(body_error(&gw, rejection), None),
+    };
+    let handled = AssertUnwindSafe(proxy::handle(&gw, kind, &headers, body))
+        .catch_unwind()
+        .await;
+    match handled {
+        Ok(outcome) => render_openai(outcome),
+        Err(panic) => {
+            gw.metrics.panics.inc();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(panic = %what, "request handler panicked; answered 500");
+            openai_error(
+                GatewayError::gateway(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the gateway failed while handling this request; it has been logged",
+                ),
+                None,
+            )
+        }
     }
 }
 
+/// An outcome as OpenAI's API would answer it.
+fn render_openai(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Response { response, served } => openai_json(response, &served),
+        Outcome::Stream { stream, served } => openai_sse(stream, &served),
+        Outcome::Error(e) => openai_error(e, None),
+    }
+}
+
+fn openai_json(resp: UnifiedResponse, served: &ServedBy) -> Response {
+    let mut body = resp.body;
+    body.insert("extra_fields".to_owned(), served.extra_fields());
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK);
+    let mut r = (status, bytes).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    request_id(h, &served.request_id);
+    r
+}
+
+/// One `data: <json>\n\n` frame.
+fn sse_data(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The stream as OpenAI's SSE: `extra_fields` on the first chunk, `[DONE]` after a stream
+/// that ended well, an error event (and no `[DONE]`) after one that failed.
+fn openai_sse(stream: proxy::OutStream, served: &ServedBy) -> Response {
+    let extra = Some(served.extra_fields());
+    let frames = futures_util::stream::unfold(
+        (stream, extra, false),
+        |(mut stream, mut extra, over)| async move {
+            if over {
+                return None;
+            }
+            let (bytes, over) = match stream.next().await {
+                Some(StreamItem::Chunk(mut chunk)) => {
+                    if let Some(extra) = extra.take() {
+                        chunk.body.insert("extra_fields".to_owned(), extra);
+                    }
+                    (
+                        sse_data(&serde_json::to_vec(&chunk.body).unwrap_or_default()),
+                        false,
+                    )
+                }
+                Some(StreamItem::Error(e)) => (
+                    sse_data(&serde_json::to_vec(&e.to_json()).unwrap_or_default()),
+                    true,
+                ),
+                None => (Bytes::from_static(DONE), true),
+            };
+            Some((Ok::<_, Infallible>(bytes), (stream, extra, over)))
+        },
+    );
+    sse_response(Body::from_stream(frames), &served.request_id)
+}
+
+fn sse_response(body: Body, id: &str) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    request_id(h, id);
+    r
+}
+
+fn request_id(h: &mut HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert("x-request-id", v);
+    }
+}
+
+/// An error in OpenAI's shape.
+fn openai_error(e: GatewayError, id: Option<&str>) -> Response {
+    let mut r = e.into_response();
+    if let Some(id) = id {
+        request_id(r.headers_mut(), id);
+    }
+    r
+}
+
 async fn chat(
-    State(s): State<AppState>,
+    State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    dispatch(s, RequestKind::Chat, h, body).await
+    dispatch(gw, RequestKind::Chat, h, body).await
 }
 
 async fn completions(
-    State(s): State<AppState>,
+    State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    dispatch(s, RequestKind::Completion, h, body).await
+    dispatch(gw, RequestKind::Completion, h, body).await
 }
 
 async fn embeddings(
-    State(s): State<AppState>,
+    State(gw): State<Arc<Gateway>>,
     h: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    dispatch(s, RequestKind::Embedding, h, body).await
+    dispatch(gw, RequestKind::Embedding, h, body).await
 }
 
 /// The models the config serves, as `provider/model`.
-async fn models(State(state): State<AppState>) -> Json<Value> {
+async fn models(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let mut data = Vec::new();
-    for p in state.engine.providers() {
-        let mut names: Vec<&str> = p
-            .config
-            .keys
-            .iter()
-            .flat_map(|k| k.models.iter().map(String::as_str))
-            .collect();
-        if let Some(az) = &p.config.azure {
-            names.extend(az.deployments.keys().map(String::as_str));
-        }
-        names.sort_unstable();
-        names.dedup();
-        let any = p.config.keys.iter().any(|k| k.models.is_empty()) || !p.config.requires_key();
-        for m in names {
-            data.push(json!({"id": format!("{}/{m}", p.config.name), "object": "model", "created": 0, "owned_by": p.config.name}));
+    for p in gw.upstream.providers() {
+        let cfg = &p.config;
+        let any = cfg.keys.iter().any(|k| k.models.is_empty()) || cfg.keys.is_empty();
+        for m in cfg.listed_models() {
+            data.push(json!({"id": format!("{}/{m}", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
         if any {
             // Every model is allowed; say so without inventing names.
-            data.push(json!({"id": format!("{}/*", p.config.name), "object": "model", "created": 0, "owned_by": p.config.name}));
+            data.push(json!({"id": format!("{}/*", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
     }
     Json(json!({"object": "list", "data": data}))
 }
 
-async fn health(State(state): State<AppState>) -> Json<Value> {
-    let providers: Vec<Value> = state
-        .engine
+async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    let providers: Vec<Value> = gw
+        .upstream
         .providers()
         .map(|p| {
-            let reason = (!p.available())
-                .then(|| format!("no usable API key: set {}", p.config.missing_env.join(", ")));
+            let reason = (!p.available()).then(|| {
+                format!(
+                    "no usable credentials: set {}",
+                    p.config.missing_env.join(", ")
+                )
+            });
             json!({
                 "name": p.config.name,
                 "type": p.config.kind.as_str(),
                 "available": p.available(),
                 "reason": reason,
                 "keys": p.config.keys.len(),
+                "credentials": p.credential_states(),
                 "queue_depth": p.queue_depth(),
+                "in_flight": p.in_flight(),
                 "concurrency": p.config.concurrency,
                 "buffer_size": p.config.buffer_size,
             })
         })
         .collect();
-    let plugins = state.plugins.health();
+    let plugins = gw.plugins.health();
     let degraded = providers.iter().any(|p| p["available"] == false)
         || plugins
             .iter()
@@ -146,20 +267,30 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        gw.metrics.render(),
     )
         .into_response()
 }
 
-async fn not_found(uri: axum::http::Uri) -> Response {
+async fn not_found(uri: Uri) -> Response {
     GatewayError::client(
         StatusCode::NOT_FOUND,
         "unknown_url",
         None,
         format!("no route for {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models", uri.path()),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    GatewayError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+        format!("{method} is not allowed on {}", uri.path()),
     )
     .into_response()
 }

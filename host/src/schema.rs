@@ -36,7 +36,7 @@ impl RequestKind {
 }
 
 /// A provider and a model on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {
     pub provider: String,
     pub model: String,
@@ -80,21 +80,32 @@ pub struct Usage {
 
 impl Usage {
     /// Read an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`, `total_tokens`).
+    /// Counts beyond `u32` (no real answer has them) saturate rather than wrap.
     pub fn from_openai(value: &Value) -> Option<Usage> {
         let obj = value.as_object()?;
-        let get = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
-        let prompt_tokens = get("prompt_tokens");
-        let completion_tokens = get("completion_tokens");
-        let total = get("total_tokens");
-        Some(Usage {
+        let get = |k: &str| {
+            obj.get(k)
+                .and_then(Value::as_u64)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        Some(Usage::new(
+            get("prompt_tokens"),
+            get("completion_tokens"),
+            get("total_tokens"),
+        ))
+    }
+
+    /// Usage from its parts; a `total` of 0 (not reported) is the sum.
+    pub fn new(prompt_tokens: u32, completion_tokens: u32, total: u32) -> Usage {
+        Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: if total == 0 {
-                prompt_tokens + completion_tokens
+                prompt_tokens.saturating_add(completion_tokens)
             } else {
                 total
             },
-        })
+        }
     }
 
     pub fn to_openai(self) -> Value {
@@ -137,5 +148,71 @@ impl StreamChunk {
     /// The usage this chunk carries, if any.
     pub fn usage(&self) -> Option<Usage> {
         self.body.get("usage").and_then(Usage::from_openai)
+    }
+
+    /// Whether the chunk carries anything for the client beyond bookkeeping: text, a tool
+    /// call, a refusal, a finish reason or the usage. A stream is committed at its first
+    /// such chunk (an opening `{"role": "assistant", "content": ""}` is not one).
+    pub fn has_content(&self) -> bool {
+        if self.body.get("usage").is_some_and(|u| !u.is_null()) {
+            return true;
+        }
+        let Some(choices) = self.body.get("choices").and_then(Value::as_array) else {
+            return false;
+        };
+        let non_empty = |v: Option<&Value>| match v {
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Null) | None => false,
+            Some(_) => true,
+        };
+        choices.iter().any(|c| {
+            let delta = c.get("delta");
+            non_empty(c.get("finish_reason"))
+                || non_empty(c.get("text"))
+                || non_empty(delta.and_then(|d| d.get("content")))
+                || non_empty(delta.and_then(|d| d.get("tool_calls")))
+                || non_empty(delta.and_then(|d| d.get("refusal")))
+                || non_empty(delta.and_then(|d| d.get("function_call")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chunk(v: Value) -> StreamChunk {
+        match v {
+            Value::Object(body) => StreamChunk { body },
+            _ => StreamChunk { body: Map::new() },
+        }
+    }
+
+    #[test]
+    fn content_chunks() {
+        let opening = chunk(
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+        );
+        assert!(!opening.has_content());
+        assert!(!chunk(json!({"choices": []})).has_content());
+        for c in [
+            json!({"choices": [{"delta": {"content": "hi"}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]}),
+            json!({"choices": [{"delta": {}, "finish_reason": "stop"}]}),
+            json!({"choices": [{"text": "hi"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 1}}),
+        ] {
+            assert!(chunk(c.clone()).has_content(), "{c}");
+        }
+    }
+
+    #[test]
+    fn usage_saturates() {
+        let u = Usage::from_openai(&json!({"prompt_tokens": u64::MAX, "completion_tokens": 5}))
+            .unwrap_or_default();
+        assert_eq!(u.prompt_tokens, u32::MAX);
+        assert_eq!(u.total_tokens, u32::MAX);
     }
 }

@@ -1,4 +1,4 @@
-//! Start-up and shutdown: builds the shared [`AppState`] (engine, plugins, metrics) from a
+//! Start-up and shutdown: builds the [`Gateway`] (upstream side, plugins, metrics) from a
 //! validated config, binds the listener and serves until a shutdown signal, then gives
 //! in-flight and queued requests `client.shutdown_timeout` to finish.
 
@@ -10,19 +10,11 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
+use crate::proxy::Gateway;
 use crate::routes::build_router;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub engine: Arc<Engine>,
-    pub plugins: Arc<PluginHost>,
-    pub metrics: Arc<Metrics>,
-}
+use crate::upstream::Upstream;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +32,11 @@ pub enum StartupError {
     Serve(std::io::Error),
 }
 
-impl AppState {
-    /// Build the engine and load the plugins.
-    pub async fn new(config: Config) -> Result<AppState, StartupError> {
+/// Build the upstream side and load the plugins.
+pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
+    {
         let metrics = Arc::new(Metrics::new());
-        let engine = Engine::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
+        let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
         let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
             PluginHost::start(
                 &config.plugins,
@@ -55,39 +47,34 @@ impl AppState {
         } else {
             PluginHost::disabled()
         };
-        Ok(AppState {
-            config: Arc::new(config),
-            engine: Arc::new(engine),
-            plugins,
-            metrics,
-        })
+        Ok(Gateway::new(Arc::new(config), upstream, plugins, metrics))
     }
 }
 
 /// A bound, not yet serving gateway.
 pub struct Server {
     listener: TcpListener,
-    state: AppState,
+    gateway: Arc<Gateway>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartupError> {
         let addr = config.client.listen;
-        let state = AppState::new(config).await?;
+        let gateway = Arc::new(gateway(config).await?);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Server { listener, state })
+        Ok(Server { listener, gateway })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| self.state.config.client.listen)
+            .unwrap_or_else(|_| self.gateway.config.client.listen)
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
     }
 
     /// Serve until `shutdown` resolves; then stop accepting and wait up to
@@ -96,9 +83,9 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let grace = self.state.config.client.shutdown_timeout;
+        let grace = self.gateway.config.client.shutdown_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = build_router(self.state);
+        let app = build_router(self.gateway);
         // Streamed answers end in small writes; without TCP_NODELAY each waits for the
         // client's delayed ACK (Nagle), which holds the end of every stream on a keep-alive
         // connection back by ~40 ms.

@@ -65,6 +65,8 @@ pub struct RawClient {
     pub initial_pool_size: Option<usize>,
     pub drop_excess_requests: Option<bool>,
     pub max_request_body_bytes: Option<usize>,
+    pub max_response_body_bytes: Option<usize>,
+    pub max_stream_event_bytes: Option<usize>,
     pub queue_timeout_in_seconds: Option<u64>,
     pub shutdown_timeout_in_seconds: Option<u64>,
 }
@@ -80,8 +82,9 @@ pub struct RawProvider {
     pub network_config: Option<RawNetwork>,
     pub concurrency_and_buffer_size: Option<RawConcurrency>,
     pub proxy_config: Option<RawProxy>,
-    /// Azure only.
-    pub meta_config: Option<RawMeta>,
+    /// Read per provider kind (`RawAzureMeta`, `RawBedrockMeta`, `RawVertexMeta`) once the
+    /// kind is known, so problems carry the kind's own field names.
+    pub meta_config: Option<serde_json::Value>,
     /// Anthropic only.
     pub anthropic_version: Option<String>,
 }
@@ -132,13 +135,35 @@ pub struct RawProxy {
     pub password: Option<String>,
 }
 
-/// `providers.azure.meta_config`.
+/// `meta_config` of an `azure` provider.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMeta {
+pub struct RawAzureMeta {
     pub endpoint: Option<String>,
     pub api_version: Option<String>,
     pub deployments: Option<OrderedMap<String>>,
+}
+
+/// `meta_config` of a `bedrock` provider.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBedrockMeta {
+    pub region: Option<String>,
+    /// A literal or `env.NAME`.
+    pub secret_access_key: Option<String>,
+    /// A literal or `env.NAME`.
+    pub session_token: Option<String>,
+    pub arn: Option<String>,
+}
+
+/// `meta_config` of a `vertex` provider.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVertexMeta {
+    pub project_id: Option<String>,
+    pub location: Option<String>,
+    /// The service-account JSON: an object, a JSON string, or `env.NAME`.
+    pub auth_credentials: Option<serde_json::Value>,
 }
 
 /// `plugins`.

@@ -5,7 +5,6 @@
 //! `env.NAME` key values are resolved through an injectable [`Env`]; an unset variable
 //! leaves its key out with a warning instead of failing the whole file.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,10 +15,13 @@ use super::raw::{
     RawClient, RawConfig, RawKey, RawNetwork, RawPluginEntry, RawPlugins, RawProvider, RawProxy,
 };
 use super::{
-    AzureConfig, ClientConfig, Config, KeyConfig, NetworkConfig, OnError, PluginEntry,
-    PluginsConfig, ProviderConfig, ProviderKind, ProxyConfig, ProxyKind, Secret,
+    ClientConfig, Config, KeyConfig, NetworkConfig, OnError, PluginEntry, PluginsConfig,
+    ProviderConfig, ProviderKind, ProviderSettings, ProxyConfig, ProxyKind, Secret,
 };
-use crate::providers::default_base_url;
+
+mod settings;
+
+pub use settings::parse_service_account;
 
 /// Where `env.NAME` values come from; tests inject a map, `main` the process environment.
 pub trait Env: Send + Sync {
@@ -86,6 +88,24 @@ impl Config {
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
         parse(&text, &file, base_dir, env)
+    }
+}
+
+/// The public API address of each built-in provider, used when `network_config.base_url`
+/// is not set. `None`: the address follows from the provider's settings (Azure, Bedrock,
+/// Vertex) or must be given (custom).
+fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+        ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
+        ProviderKind::Cohere => Some("https://api.cohere.com"),
+        ProviderKind::Groq => Some("https://api.groq.com/openai/v1"),
+        ProviderKind::Mistral => Some("https://api.mistral.ai/v1"),
+        ProviderKind::Ollama => Some("http://localhost:11434/v1"),
+        ProviderKind::Azure
+        | ProviderKind::Bedrock
+        | ProviderKind::Vertex
+        | ProviderKind::Custom => None,
     }
 }
 
@@ -297,6 +317,16 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         "client.max_request_body_bytes",
         max_request_body_bytes as u64,
     );
+    let max_response_body_bytes = raw.max_response_body_bytes.unwrap_or(32 * 1024 * 1024);
+    ctx.positive(
+        "client.max_response_body_bytes",
+        max_response_body_bytes as u64,
+    );
+    let max_stream_event_bytes = raw.max_stream_event_bytes.unwrap_or(1024 * 1024);
+    ctx.positive(
+        "client.max_stream_event_bytes",
+        max_stream_event_bytes as u64,
+    );
     let queue_timeout = raw.queue_timeout_in_seconds.and_then(|s| {
         ctx.positive("client.queue_timeout_in_seconds", s)
             .then(|| Duration::from_secs(s))
@@ -306,6 +336,8 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         initial_pool_size: raw.initial_pool_size.unwrap_or(5000),
         drop_excess_requests: raw.drop_excess_requests.unwrap_or(false),
         max_request_body_bytes,
+        max_response_body_bytes,
+        max_stream_event_bytes,
         queue_timeout,
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_in_seconds.unwrap_or(30)),
     }
@@ -382,73 +414,31 @@ fn provider(
     // keys
     let mut keys = Vec::new();
     let mut missing_env = Vec::new();
+    // Vertex keys only choose models and weights: the credentials are the service account.
+    let value_needed = kind != Some(ProviderKind::Vertex);
     for (i, k) in raw.keys.iter().flatten().enumerate() {
         let kpath = format!("{path}.keys[{i}]");
-        if let Some(key) = key(ctx, &kpath, k, &mut missing_env) {
+        if let Some(key) = key(ctx, &kpath, k, value_needed, &mut missing_env) {
             keys.push(key);
         }
     }
     let no_keys_in_file = raw.keys.as_ref().is_none_or(Vec::is_empty);
-    if no_keys_in_file
-        && kind.is_some_and(|k| !matches!(k, ProviderKind::Ollama | ProviderKind::Custom))
-    {
+    if no_keys_in_file && kind.is_some_and(ProviderKind::requires_key) {
         ctx.warn(
             &format!("{path}.keys"),
             "no keys configured; requests to this provider will fail",
         );
     }
 
-    // azure
-    let azure = match (kind, &raw.meta_config) {
-        (Some(ProviderKind::Azure), meta) => {
-            let meta = meta.clone().unwrap_or_default();
-            let mpath = format!("{path}.meta_config");
-            let endpoint = match meta.endpoint.as_deref() {
-                None => {
-                    ctx.problem(
-                        &format!("{mpath}.endpoint"),
-                        "required for azure providers (e.g. \"https://<resource>.openai.azure.com\")",
-                    );
-                    None
-                }
-                Some(e) => ctx.http_url(&format!("{mpath}.endpoint"), e),
-            };
-            let api_version = meta
-                .api_version
-                .clone()
-                .unwrap_or_else(|| "2024-10-21".to_string());
-            if api_version.is_empty() {
-                ctx.problem(&format!("{mpath}.api_version"), "must not be empty");
-            }
-            let mut deployments = HashMap::new();
-            for (model, dep) in meta.deployments.unwrap_or_default().0 {
-                if dep.is_empty() {
-                    ctx.problem(&format!("{mpath}.deployments.{model}"), "must not be empty");
-                }
-                deployments.insert(model, dep);
-            }
-            endpoint.map(|endpoint| AzureConfig {
-                endpoint,
-                api_version,
-                deployments,
-            })
-        }
-        (Some(_), Some(_)) => {
-            ctx.problem(
-                &format!("{path}.meta_config"),
-                "only used by azure providers",
-            );
-            None
-        }
-        _ => None,
-    };
+    let settings = kind
+        .and_then(|k| settings::settings(ctx, path, k, raw.meta_config.as_ref(), &mut missing_env));
 
     let network = network(
         ctx,
         path,
         kind,
         raw.network_config.clone().unwrap_or_default(),
-        azure.as_ref(),
+        settings.as_ref(),
     );
 
     // concurrency
@@ -487,7 +477,7 @@ fn provider(
         concurrency,
         buffer_size,
         proxy,
-        azure,
+        settings: settings?,
         anthropic_version,
     })
 }
@@ -496,6 +486,7 @@ fn key(
     ctx: &mut Ctx<'_>,
     path: &str,
     raw: &RawKey,
+    value_needed: bool,
     missing_env: &mut Vec<String>,
 ) -> Option<KeyConfig> {
     let weight = raw.weight.unwrap_or(1.0);
@@ -516,6 +507,7 @@ fn key(
     }
     let vpath = format!("{path}.value");
     let value = match raw.value.as_deref() {
+        None if !value_needed => Some(String::new()),
         None => {
             ctx.problem(&vpath, "required (the key, or \"env.NAME\")");
             None
@@ -548,7 +540,7 @@ fn network(
     path: &str,
     kind: Option<ProviderKind>,
     raw: RawNetwork,
-    azure: Option<&AzureConfig>,
+    settings: Option<&ProviderSettings>,
 ) -> Option<NetworkConfig> {
     let npath = format!("{path}.network_config");
     let bpath = format!("{npath}.base_url");
@@ -560,8 +552,28 @@ fn network(
             );
             None
         }
-        (Some(ProviderKind::Azure), None) => azure.map(|a| a.endpoint.clone()),
+        (Some(ProviderKind::Azure), None) => match settings {
+            Some(ProviderSettings::Azure(a)) => Some(a.endpoint.clone()),
+            _ => None,
+        },
         (_, Some(u)) => ctx.http_url(&bpath, u),
+        // The regional endpoint follows from the settings.
+        (Some(ProviderKind::Bedrock), None) => match settings {
+            Some(ProviderSettings::Bedrock(b)) => Some(format!(
+                "https://bedrock-runtime.{}.amazonaws.com",
+                b.region
+            )),
+            _ => None,
+        },
+        (Some(ProviderKind::Vertex), None) => match settings {
+            Some(ProviderSettings::Vertex(v)) if v.location == "global" => {
+                Some("https://aiplatform.googleapis.com".to_string())
+            }
+            Some(ProviderSettings::Vertex(v)) => {
+                Some(format!("https://{}-aiplatform.googleapis.com", v.location))
+            }
+            _ => None,
+        },
         (Some(ProviderKind::Custom), None) => {
             ctx.problem(
                 &bpath,
@@ -797,6 +809,7 @@ fn plugin_entry(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn empty_env() -> HashMap<String, String> {
         HashMap::new()
@@ -898,7 +911,7 @@ mod tests {
         assert_eq!(p.network.retry_backoff_max, Duration::from_millis(5000));
         assert!(p.network.extra_headers.is_empty());
         assert_eq!((p.concurrency, p.buffer_size), (1000, 5000));
-        assert!(p.proxy.is_none() && p.azure.is_none());
+        assert!(p.proxy.is_none() && p.azure().is_none());
         assert_eq!(p.anthropic_version, "2023-06-01");
         assert_eq!(p.keys[0].weight, 1.0);
         let pl = &c.plugins;
@@ -949,7 +962,7 @@ mod tests {
         assert_eq!(format!("{:?}", proxy.password), "Some(*****)");
         let az = &c.providers[1];
         assert_eq!(az.network.base_url, "https://x.openai.azure.com");
-        let azc = az.azure.as_ref().unwrap();
+        let azc = az.azure().unwrap();
         assert_eq!(azc.api_version, "2024-10-21");
         assert_eq!(azc.deployments["gpt-4o"], "my-dep");
         let v = &c.providers[2];

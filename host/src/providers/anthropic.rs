@@ -10,15 +10,13 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 use crate::error::GatewayError;
-use crate::providers::openai::{
-    build_upstream_error, error_text, json_headers, parse_object, secret_header, to_bytes,
-};
-use crate::providers::{Provider, StreamDecoder, StreamEvent, UpstreamRequest};
+use crate::providers::openai::{build_upstream_error, error_text, parse_object, to_bytes};
+use crate::providers::{Auth, Frame, Provider, StreamDecoder, StreamEvent, UpstreamRequest};
 use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse, Usage};
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually leave it out.
@@ -53,11 +51,14 @@ impl Provider for Anthropic {
         kind == RequestKind::Chat
     }
 
-    fn build_request(
-        &self,
-        req: &UnifiedRequest,
-        key: Option<&Secret>,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn auth(&self) -> Auth {
+        Auth::Header {
+            name: HeaderName::from_static("x-api-key"),
+            prefix: "",
+        }
+    }
+
+    fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
         if req.kind != RequestKind::Chat {
             return Err(GatewayError::bad_request(
                 None,
@@ -69,16 +70,10 @@ impl Provider for Anthropic {
             ));
         }
         let body = to_anthropic(req)?;
-        let mut headers = json_headers();
-        headers.insert("anthropic-version", self.version.clone());
-        if let Some(key) = key {
-            headers.insert("x-api-key", secret_header(&self.name, key.expose())?);
-        }
-        Ok(UpstreamRequest {
-            url: format!("{}/messages", self.base_url),
-            headers,
-            body: to_bytes(&body)?,
-        })
+        let mut up =
+            UpstreamRequest::post_json(format!("{}/messages", self.base_url), to_bytes(&body)?);
+        up.headers.insert("anthropic-version", self.version.clone());
+        Ok(up)
     }
 
     fn parse_response(
@@ -694,7 +689,9 @@ impl AnthropicStreamDecoder {
 }
 
 impl StreamDecoder for AnthropicStreamDecoder {
-    fn decode(&mut self, event: &str, data: &str) -> Result<Vec<StreamEvent>, GatewayError> {
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, GatewayError> {
+        let frame = frame.sse(&self.provider)?;
+        let (event, data) = (frame.event.as_str(), frame.data.as_str());
         if data.trim().is_empty() {
             return Ok(vec![StreamEvent::Skip]);
         }
@@ -819,7 +816,8 @@ mod tests {
     use super::*;
     use crate::config::ProviderKind;
     use crate::providers::openai::tests::{provider_config, request};
-    use crate::providers::sse::SseParser;
+    use crate::providers::sse;
+    use crate::upstream::framing::sse::SseParser;
     use http::header::{AUTHORIZATION, RETRY_AFTER};
     use std::time::Duration;
 
@@ -832,7 +830,7 @@ mod tests {
 
     fn translate(body: Value) -> Result<Value, GatewayError> {
         let req = request(RequestKind::Chat, "anthropic", body);
-        let up = anthropic().build_request(&req, Some(&Secret::new("sk-ant")))?;
+        let up = anthropic().build_request(&req)?;
         Ok(serde_json::from_slice(&up.body).unwrap())
     }
 
@@ -844,7 +842,7 @@ mod tests {
         assert!(!a.supports(RequestKind::Embedding));
         let req = request(RequestKind::Embedding, "anthropic", json!({"model": "m"}));
         assert_eq!(
-            a.build_request(&req, None).unwrap_err().status,
+            a.build_request(&req).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
     }
@@ -856,11 +854,10 @@ mod tests {
             "anthropic",
             json!({"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]}),
         );
-        let up = anthropic()
-            .build_request(&req, Some(&Secret::new("sk-ant")))
-            .unwrap();
+        let a = anthropic();
+        let up = a.build_request(&req).unwrap();
         assert_eq!(up.url, "https://api.anthropic.com/v1/messages");
-        assert_eq!(up.headers["x-api-key"], "sk-ant");
+        assert!(matches!(a.auth(), Auth::Header { name, prefix: "" } if name == "x-api-key"));
         assert_eq!(up.headers["anthropic-version"], "2023-06-01");
         assert_eq!(up.headers["content-type"], "application/json");
         assert!(up.headers.get(AUTHORIZATION).is_none());
@@ -1137,8 +1134,8 @@ mod tests {
         let mut parser = SseParser::default();
         let mut chunks = Vec::new();
         let mut done = false;
-        for frame in parser.push(STREAM.as_bytes()) {
-            for ev in d.decode(&frame.event, &frame.data).unwrap() {
+        for frame in parser.push(STREAM.as_bytes()).unwrap() {
+            for ev in d.decode(&crate::providers::Frame::Sse(frame)).unwrap() {
                 match ev {
                     StreamEvent::Chunk(c) => {
                         assert!(!done, "chunk after Done");
@@ -1201,14 +1198,14 @@ mod tests {
         let req = request(RequestKind::Chat, "anthropic", json!({"model": "claude"}));
         let mut d = anthropic().stream_decoder(&req);
         assert!(matches!(
-            &d.decode("ping", r#"{"type":"ping"}"#).unwrap()[..],
+            &d.decode(&sse("ping", r#"{"type":"ping"}"#)).unwrap()[..],
             [StreamEvent::Skip]
         ));
         let e = d
-            .decode(
+            .decode(&sse(
                 "error",
                 r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-            )
+            ))
             .unwrap_err();
         assert_eq!(e.message, "Overloaded");
         assert_eq!(e.type_str(), "overloaded_error");
@@ -1216,7 +1213,9 @@ mod tests {
         assert!(e.retryable);
         assert_eq!(e.fault, crate::error::Fault::Upstream);
 
-        let e = d.decode("content_block_delta", "{not json").unwrap_err();
+        let e = d
+            .decode(&sse("content_block_delta", "{not json"))
+            .unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_GATEWAY);
         assert_eq!(e.code.as_deref(), Some("upstream_malformed_response"));
     }

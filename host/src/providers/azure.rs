@@ -5,13 +5,14 @@
 
 use http::{HeaderMap, StatusCode};
 
-use crate::config::{AzureConfig, ProviderConfig, Secret};
+use http::HeaderName;
+
+use crate::config::{AzureConfig, ProviderConfig};
 use crate::error::GatewayError;
 use crate::providers::openai::{
-    json_headers, openai_body, parse_openai_error, parse_openai_response, secret_header, to_bytes,
-    OpenAiStreamDecoder,
+    openai_body, parse_openai_error, parse_openai_response, to_bytes, OpenAiStreamDecoder,
 };
-use crate::providers::{Provider, StreamDecoder, UpstreamRequest};
+use crate::providers::{encode_path_segment, Auth, Provider, StreamDecoder, UpstreamRequest};
 use crate::schema::{RequestKind, UnifiedRequest, UnifiedResponse};
 
 /// Default `api-version` when the provider has no Azure settings.
@@ -27,7 +28,7 @@ impl Azure {
     pub fn new(cfg: &ProviderConfig) -> Self {
         // Validation requires Azure settings; falling back to `base_url` keeps a provider
         // built by hand (tests, future callers) usable instead of panicking.
-        let azure = cfg.azure.clone().unwrap_or_else(|| AzureConfig {
+        let azure = cfg.azure().cloned().unwrap_or_else(|| AzureConfig {
             endpoint: cfg.network.base_url.clone(),
             api_version: DEFAULT_API_VERSION.to_owned(),
             deployments: Default::default(),
@@ -55,20 +56,6 @@ impl Azure {
     }
 }
 
-/// Percent-encode everything but RFC 3986 unreserved characters, so a deployment name can
-/// not add path segments or a query to the URL.
-fn encode_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Provider for Azure {
     fn name(&self) -> &str {
         &self.name
@@ -78,24 +65,22 @@ impl Provider for Azure {
         true
     }
 
-    fn build_request(
-        &self,
-        req: &UnifiedRequest,
-        key: Option<&Secret>,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn auth(&self) -> Auth {
+        Auth::Header {
+            name: HeaderName::from_static("api-key"),
+            prefix: "",
+        }
+    }
+
+    fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
         let mut body = openai_body(req);
         // The deployment in the URL picks the model; some API versions reject a `model`
         // field that does not match it.
         body.remove("model");
-        let mut headers = json_headers();
-        if let Some(key) = key {
-            headers.insert("api-key", secret_header(&self.name, key.expose())?);
-        }
-        Ok(UpstreamRequest {
-            url: self.url(req.kind, &req.target.model),
-            headers,
-            body: to_bytes(&body)?,
-        })
+        Ok(UpstreamRequest::post_json(
+            self.url(req.kind, &req.target.model),
+            to_bytes(&body)?,
+        ))
     }
 
     fn parse_response(
@@ -119,7 +104,7 @@ impl Provider for Azure {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::config::{ProviderKind, ProviderSettings};
     use crate::providers::openai::tests::{provider_config, request};
     use crate::providers::StreamEvent;
     use http::header::{AUTHORIZATION, RETRY_AFTER};
@@ -128,7 +113,7 @@ mod tests {
 
     fn azure() -> Azure {
         let mut cfg = provider_config(ProviderKind::Azure, "");
-        cfg.azure = Some(AzureConfig {
+        cfg.settings = ProviderSettings::Azure(AzureConfig {
             endpoint: "https://res.openai.azure.com".to_owned(),
             api_version: "2024-10-21".to_owned(),
             deployments: HashMap::from([("gpt-4o".to_owned(), "prod-4o".to_owned())]),
@@ -172,11 +157,10 @@ mod tests {
             "azure",
             json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
         );
-        let up = azure()
-            .build_request(&req, Some(&Secret::new("az-key")))
-            .unwrap();
+        let a = azure();
+        let up = a.build_request(&req).unwrap();
         assert!(up.url.contains("/deployments/prod-4o/"));
-        assert_eq!(up.headers["api-key"], "az-key");
+        assert!(matches!(a.auth(), Auth::Header { name, prefix: "" } if name == "api-key"));
         assert!(up.headers.get(AUTHORIZATION).is_none());
         let body: Value = serde_json::from_slice(&up.body).unwrap();
         assert!(body.get("model").is_none());
@@ -195,7 +179,7 @@ mod tests {
 
         let mut d = a.stream_decoder(&req);
         assert!(matches!(
-            &d.decode("", "[DONE]").unwrap()[..],
+            &d.decode(&crate::providers::sse("", "[DONE]")).unwrap()[..],
             [StreamEvent::Done]
         ));
 

@@ -11,14 +11,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::header::{AUTHORIZATION, RETRY_AFTER};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 use crate::error::GatewayError;
 use crate::providers::{
-    is_retryable_status, Provider, StreamDecoder, StreamEvent, UpstreamRequest,
+    is_retryable_status, Auth, Frame, Provider, StreamDecoder, StreamEvent, UpstreamRequest,
 };
 use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
@@ -49,24 +49,19 @@ impl Provider for OpenAiCompatible {
         true
     }
 
-    fn build_request(
-        &self,
-        req: &UnifiedRequest,
-        key: Option<&Secret>,
-    ) -> Result<UpstreamRequest, GatewayError> {
-        let body = openai_body(req);
-        let mut headers = json_headers();
-        if let Some(key) = key {
-            headers.insert(
-                AUTHORIZATION,
-                secret_header(&self.name, &format!("Bearer {}", key.expose()))?,
-            );
+    fn auth(&self) -> Auth {
+        Auth::Header {
+            name: AUTHORIZATION,
+            prefix: "Bearer ",
         }
-        Ok(UpstreamRequest {
-            url: format!("{}{}", self.base_url, req.kind.openai_path()),
-            headers,
-            body: to_bytes(&body)?,
-        })
+    }
+
+    fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
+        let body = openai_body(req);
+        Ok(UpstreamRequest::post_json(
+            format!("{}{}", self.base_url, req.kind.openai_path()),
+            to_bytes(&body)?,
+        ))
     }
 
     fn parse_response(
@@ -101,29 +96,6 @@ pub(crate) fn openai_body(req: &UnifiedRequest) -> Map<String, Value> {
         );
     }
     body
-}
-
-/// `content-type: application/json`, the one header every provider needs.
-pub(crate) fn json_headers() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers
-}
-
-/// A header value carrying a key, marked sensitive so HTTP tooling never logs it.
-pub(crate) fn secret_header(provider: &str, value: &str) -> Result<HeaderValue, GatewayError> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
-        GatewayError::gateway(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid_api_key",
-            format!(
-                "the API key configured for provider {provider} contains characters that are \
-                 not allowed in an HTTP header"
-            ),
-        )
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 pub(crate) fn to_bytes(body: &Map<String, Value>) -> Result<Bytes, GatewayError> {
@@ -181,8 +153,8 @@ impl OpenAiStreamDecoder {
 }
 
 impl StreamDecoder for OpenAiStreamDecoder {
-    fn decode(&mut self, _event: &str, data: &str) -> Result<Vec<StreamEvent>, GatewayError> {
-        let data = data.trim();
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, GatewayError> {
+        let data = frame.sse(&self.provider)?.data.trim();
         if data == "[DONE]" {
             return Ok(vec![StreamEvent::Done]);
         }
@@ -367,8 +339,10 @@ fn parse_http_date(s: &str) -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{NetworkConfig, ProviderKind};
+    use crate::config::{NetworkConfig, ProviderKind, ProviderSettings};
+    use crate::providers::sse;
     use crate::schema::Target;
+    use http::HeaderValue;
     use serde_json::json;
 
     pub(crate) fn provider_config(kind: ProviderKind, base_url: &str) -> ProviderConfig {
@@ -389,7 +363,7 @@ pub(crate) mod tests {
             concurrency: 1,
             buffer_size: 1,
             proxy: None,
-            azure: None,
+            settings: ProviderSettings::None,
             anthropic_version: "2023-06-01".to_owned(),
         }
     }
@@ -425,13 +399,14 @@ pub(crate) mod tests {
             "openai",
             json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "x_unknown": 1}),
         );
-        let up = openai()
-            .build_request(&req, Some(&Secret::new("sk-1")))
-            .unwrap();
+        let p = openai();
+        let up = p.build_request(&req).unwrap();
         assert_eq!(up.url, "https://api.openai.com/v1/chat/completions");
-        assert_eq!(up.headers[AUTHORIZATION], "Bearer sk-1");
-        assert!(up.headers[AUTHORIZATION].is_sensitive());
-        assert_eq!(up.headers[CONTENT_TYPE], "application/json");
+        assert!(up.headers.get(AUTHORIZATION).is_none());
+        assert!(
+            matches!(p.auth(), Auth::Header { name, prefix: "Bearer " } if name == AUTHORIZATION)
+        );
+        assert_eq!(up.headers[http::header::CONTENT_TYPE], "application/json");
         assert_eq!(body_json(&up), Value::Object(req.body.clone()));
     }
 
@@ -447,7 +422,7 @@ pub(crate) mod tests {
         ] {
             assert!(p.supports(kind));
             let up = p
-                .build_request(&request(kind, "ollama", json!({"model": "llama3"})), None)
+                .build_request(&request(kind, "ollama", json!({"model": "llama3"})))
                 .unwrap();
             assert_eq!(up.url, format!("http://localhost:11434/v1{path}"));
             assert!(up.headers.get(AUTHORIZATION).is_none());
@@ -462,7 +437,7 @@ pub(crate) mod tests {
             "openai",
             json!({"model": "gpt-4o", "stream": true, "messages": []}),
         );
-        let up = p.build_request(&req, None).unwrap();
+        let up = p.build_request(&req).unwrap();
         assert_eq!(
             body_json(&up)["stream_options"],
             json!({"include_usage": true})
@@ -473,7 +448,7 @@ pub(crate) mod tests {
             "openai",
             json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": false}}),
         );
-        let up = p.build_request(&req, None).unwrap();
+        let up = p.build_request(&req).unwrap();
         assert_eq!(
             body_json(&up)["stream_options"],
             json!({"include_usage": false})
@@ -484,18 +459,8 @@ pub(crate) mod tests {
             "openai",
             json!({"model": "e", "stream": true}),
         );
-        let up = p.build_request(&req, None).unwrap();
+        let up = p.build_request(&req).unwrap();
         assert!(body_json(&up).get("stream_options").is_none());
-    }
-
-    #[test]
-    fn bad_key_is_an_error_not_a_panic() {
-        let req = request(RequestKind::Chat, "openai", json!({"model": "m"}));
-        let err = openai()
-            .build_request(&req, Some(&Secret::new("bad\nkey")))
-            .unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!err.message.contains("bad"));
     }
 
     #[test]
@@ -523,35 +488,38 @@ pub(crate) mod tests {
         let req = request(RequestKind::Chat, "openai", json!({"model": "m"}));
         let mut d = openai().stream_decoder(&req);
         let ev = d
-            .decode(
+            .decode(&sse(
                 "",
                 r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
-            )
+            ))
             .unwrap();
         match &ev[..] {
             [StreamEvent::Chunk(c)] => assert_eq!(c.body["choices"][0]["delta"]["content"], "hi"),
             other => panic!("{other:?}"),
         }
         let ev = d
-            .decode(
+            .decode(&sse(
                 "",
                 r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
-            )
+            ))
             .unwrap();
         match &ev[..] {
             [StreamEvent::Chunk(c)] => assert_eq!(c.usage().unwrap().total_tokens, 3),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            &d.decode("", "[DONE]").unwrap()[..],
+            &d.decode(&sse("", "[DONE]")).unwrap()[..],
             [StreamEvent::Done]
         ));
-        let err = d.decode("", "{oops").unwrap_err();
+        let err = d.decode(&sse("", "{oops")).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
         assert_eq!(err.code.as_deref(), Some("upstream_malformed_response"));
 
         let err = d
-            .decode("", r#"{"error":{"message":"boom","type":"server_error"}}"#)
+            .decode(&sse(
+                "",
+                r#"{"error":{"message":"boom","type":"server_error"}}"#,
+            ))
             .unwrap_err();
         assert_eq!(err.message, "boom");
         assert_eq!(err.type_str(), "server_error");

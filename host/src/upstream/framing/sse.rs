@@ -1,25 +1,19 @@
-//! Server-Sent Events, both ways. Sits between the HTTP body stream and a provider's
-//! [`StreamDecoder`](super::StreamDecoder): [`SseParser`] cuts upstream bytes into frames
-//! (whatever the network's chunk boundaries), and [`encode_data`] / [`DONE`] write the
-//! OpenAI-style frames the gateway sends to its clients.
+//! Server-Sent Events from an upstream. Sits between the HTTP body stream and a provider's
+//! [`StreamDecoder`](crate::providers::StreamDecoder): [`SseParser`] cuts upstream bytes
+//! into frames whatever the network's chunk boundaries, and refuses an event larger than
+//! its cap instead of buffering an endless line.
 
-use bytes::Bytes;
+use crate::providers::SseFrame;
 
-/// The terminating frame of an OpenAI stream.
-pub const DONE: &[u8] = b"data: [DONE]\n\n";
-
-/// One dispatched SSE event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseFrame {
-    /// The `event:` field; empty when the frame had none.
-    pub event: String,
-    /// The `data:` lines joined with `\n`.
-    pub data: String,
-}
+/// An event that outgrew the parser's cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge(pub usize);
 
 /// An incremental SSE parser: feed it body chunks, get complete frames back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseParser {
+    /// Longest event (its lines together) kept, in bytes.
+    max_event: usize,
     /// Bytes of a line not yet terminated. Kept as bytes so a UTF-8 sequence split across
     /// two chunks is decoded only once it is whole.
     line: Vec<u8>,
@@ -32,9 +26,35 @@ pub struct SseParser {
     has_data: bool,
 }
 
+impl Default for SseParser {
+    fn default() -> Self {
+        SseParser::new(usize::MAX)
+    }
+}
+
 impl SseParser {
+    /// A parser that refuses events longer than `max_event` bytes.
+    pub fn new(max_event: usize) -> Self {
+        SseParser {
+            max_event,
+            line: Vec::new(),
+            pending_cr: false,
+            event: String::new(),
+            data: String::new(),
+            has_data: false,
+        }
+    }
+
     /// Parse `bytes`, returning every frame completed by them.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseFrame> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseFrame>, TooLarge> {
+        let frames = self.push_unbounded(bytes);
+        if self.line.len() + self.data.len() > self.max_event {
+            return Err(TooLarge(self.max_event));
+        }
+        Ok(frames)
+    }
+
+    fn push_unbounded(&mut self, bytes: &[u8]) -> Vec<SseFrame> {
         let mut frames = Vec::new();
         let mut rest = bytes;
         if self.pending_cr {
@@ -57,6 +77,10 @@ impl SseParser {
             let line = std::mem::take(&mut self.line);
             if let Some(frame) = self.line_done(&line) {
                 frames.push(frame);
+            }
+            if self.data.len() > self.max_event {
+                // Stop collecting; `push` reports it.
+                break;
             }
         }
         self.line.extend_from_slice(rest);
@@ -116,19 +140,11 @@ impl SseParser {
     }
 }
 
-/// One `data: <json>\n\n` frame.
-pub fn encode_data(json: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(json.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(json);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::providers::SseFrame;
 
     fn frame(event: &str, data: &str) -> SseFrame {
         SseFrame {
@@ -151,7 +167,7 @@ mod tests {
     #[test]
     fn whole_stream() {
         let mut p = SseParser::default();
-        assert_eq!(p.push(STREAM.as_bytes()), expected());
+        assert_eq!(p.push(STREAM.as_bytes()).unwrap(), expected());
         assert_eq!(p.finish(), None);
     }
 
@@ -161,7 +177,7 @@ mod tests {
             let mut p = SseParser::default();
             let mut frames = Vec::new();
             for b in text.as_bytes() {
-                frames.extend(p.push(std::slice::from_ref(b)));
+                frames.extend(p.push(std::slice::from_ref(b)).unwrap());
             }
             assert_eq!(frames, expected(), "{text:?}");
         }
@@ -173,8 +189,8 @@ mod tests {
         let bytes = text.as_bytes();
         for i in 0..=bytes.len() {
             let mut p = SseParser::default();
-            let mut frames = p.push(&bytes[..i]);
-            frames.extend(p.push(&bytes[i..]));
+            let mut frames = p.push(&bytes[..i]).unwrap();
+            frames.extend(p.push(&bytes[i..]).unwrap());
             assert_eq!(frames, expected(), "split at {i}");
         }
     }
@@ -182,41 +198,55 @@ mod tests {
     #[test]
     fn lone_cr_line_endings() {
         let mut p = SseParser::default();
-        assert_eq!(p.push(b"data: a\r\rdata: b\r"), vec![frame("", "a")]);
-        assert_eq!(p.push(b"\r"), vec![frame("", "b")]);
+        assert_eq!(
+            p.push(b"data: a\r\rdata: b\r").unwrap(),
+            vec![frame("", "a")]
+        );
+        assert_eq!(p.push(b"\r").unwrap(), vec![frame("", "b")]);
     }
 
     #[test]
     fn trailing_frame_without_blank_line() {
         let mut p = SseParser::default();
-        assert!(p.push(b"data: [DONE]").is_empty());
+        assert!(p.push(b"data: [DONE]").unwrap().is_empty());
         assert_eq!(p.finish(), Some(frame("", "[DONE]")));
         assert_eq!(p.finish(), None);
 
         let mut p = SseParser::default();
-        assert!(p.push(b"event: e\ndata: 1\n").is_empty());
+        assert!(p.push(b"event: e\ndata: 1\n").unwrap().is_empty());
         assert_eq!(p.finish(), Some(frame("e", "1")));
     }
 
     #[test]
     fn event_without_data_is_dropped() {
         let mut p = SseParser::default();
-        assert!(p.push(b"event: lonely\n\ndata: 2\n\n") == vec![frame("", "2")]);
+        assert!(p.push(b"event: lonely\n\ndata: 2\n\n").unwrap() == vec![frame("", "2")]);
     }
 
     #[test]
     fn field_without_space_and_unknown_fields() {
         let mut p = SseParser::default();
         assert_eq!(
-            p.push(b"id: 7\nretry: 10\nevent:e\ndata:{}\n\n"),
+            p.push(b"id: 7\nretry: 10\nevent:e\ndata:{}\n\n").unwrap(),
             vec![frame("e", "{}")]
         );
     }
 
     #[test]
-    fn encoding() {
-        assert_eq!(&encode_data(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
-        let mut p = SseParser::default();
-        assert_eq!(p.push(DONE), vec![frame("", "[DONE]")]);
+    fn events_past_the_cap_are_refused() {
+        let mut p = SseParser::new(16);
+        assert_eq!(
+            p.push(b"data: short\n\n").unwrap(),
+            vec![frame("", "short")]
+        );
+        // One line that never ends, fed in pieces.
+        assert!(p.push(b"data: 0123456789").is_ok());
+        assert_eq!(p.push(b"0123456789"), Err(TooLarge(16)));
+        // Many short data lines of one event add up too.
+        let mut p = SseParser::new(16);
+        assert_eq!(
+            p.push(b"data: 12345\ndata: 12345\ndata: 12345\ndata: 1\n"),
+            Err(TooLarge(16))
+        );
     }
 }
