@@ -73,6 +73,8 @@ pub enum Auth {
 pub enum Framing {
     /// Server-Sent Events.
     Sse,
+    /// AWS's binary event-stream (`application/vnd.amazon.eventstream`), CRC-checked.
+    EventStream,
 }
 
 /// One Server-Sent Event.
@@ -84,19 +86,40 @@ pub struct SseFrame {
     pub data: String,
 }
 
+/// One AWS event-stream message, its CRCs checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventMessage {
+    /// `:message-type`: `event`, `exception` or `error`.
+    pub message_type: String,
+    /// `:event-type` of events.
+    pub event_type: Option<String>,
+    /// `:exception-type` of exceptions (`throttlingException`, ...).
+    pub exception_type: Option<String>,
+    /// `:error-code` / `:error-message` of errors.
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub payload: Bytes,
+}
+
 /// One frame of a streamed answer, as the framing layer cut it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Sse(SseFrame),
+    Event(EventMessage),
 }
 
 impl Frame {
     /// The Server-Sent Event of a provider that streams SSE; an event-stream message there
     /// means the framing does not match the provider.
     pub fn sse(&self, provider: &str) -> Result<&SseFrame, GatewayError> {
-        let _ = provider;
         match self {
             Frame::Sse(f) => Ok(f),
+            Frame::Event(_) => Err(GatewayError::upstream(
+                StatusCode::BAD_GATEWAY,
+                format!("provider {provider} sent an AWS event-stream where Server-Sent Events were expected"),
+            )
+            .with_code("upstream_malformed_response")
+            .retryable(false)),
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod sse;
 /// Cuts one streamed body into frames.
 pub enum FrameDecoder {
     Sse(sse::SseParser),
+    /// AWS event-stream decoding lands with the Bedrock provider.
+    EventStream,
 }
 
 impl FrameDecoder {
@@ -19,6 +21,7 @@ impl FrameDecoder {
     pub fn new(framing: Framing, max_frame: usize) -> Self {
         match framing {
             Framing::Sse => FrameDecoder::Sse(sse::SseParser::new(max_frame)),
+            Framing::EventStream => FrameDecoder::EventStream,
         }
     }
 
@@ -33,16 +36,21 @@ impl FrameDecoder {
                     format!("a Server-Sent Event was longer than {cap} bytes (client.max_stream_event_bytes)"),
                 )),
             },
+            FrameDecoder::EventStream => Err(frame_error(
+                provider,
+                "AWS event-stream decoding is not available yet".to_owned(),
+            )),
         }
     }
 
     /// The body ended: the frame left without its terminator.
     pub fn finish(&mut self, provider: &str) -> Result<Vec<Frame>, GatewayError> {
         match self {
-            FrameDecoder::Sse(p) => {
-                let _ = provider;
-                Ok(p.finish().into_iter().map(Frame::Sse).collect())
-            }
+            FrameDecoder::Sse(p) => Ok(p.finish().into_iter().map(Frame::Sse).collect()),
+            FrameDecoder::EventStream => Err(frame_error(
+                provider,
+                "AWS event-stream decoding is not available yet".to_owned(),
+            )),
         }
     }
 }
