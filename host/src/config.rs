@@ -78,6 +78,20 @@ pub struct ClientConfig {
     /// `shutdown_timeout_in_seconds` (default 30): on SIGTERM, how long in-flight and queued
     /// requests get to finish.
     pub shutdown_timeout: Duration,
+    /// `header_read_timeout_in_seconds` (default 10): from a request's first byte to the end
+    /// of its headers.
+    pub header_read_timeout: Duration,
+    /// `idle_timeout_in_seconds` (default 60): a keep-alive connection with no request for
+    /// this long is closed.
+    pub idle_timeout: Duration,
+    /// `write_timeout_in_seconds` (default 30): a client that reads nothing of its answer
+    /// for this long is disconnected (its upstream call is cancelled).
+    pub write_timeout: Duration,
+    /// `body_read_timeout_in_seconds` (default 60): longest time to receive a request body.
+    pub body_read_timeout: Duration,
+    /// `max_in_flight` (default 10000): requests handled at once by the whole gateway;
+    /// more get 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 /// Built-in provider implementations.

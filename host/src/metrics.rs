@@ -59,6 +59,9 @@ pub struct Metrics {
     pub streams: IntCounterVec,
     /// `switchyard_panics_total`: panics caught while handling a request.
     pub panics: IntCounter,
+    /// `switchyard_overloaded_total`: requests refused because `client.max_in_flight`
+    /// requests were being handled.
+    pub rejected_overloaded: IntCounter,
 }
 
 /// The handles of one provider and model.
@@ -187,6 +190,14 @@ impl ProviderMetrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric definition");
     registry
         .register(Box::new(c.clone()))
         .expect("metric registered once");
@@ -324,17 +335,16 @@ impl Metrics {
                 "Streamed answers by how they ended (complete, upstream_error, plugin_error, client_gone)",
                 &["provider", "model", "end"],
             ),
-            panics: {
-                let c = IntCounter::new(
-                    "switchyard_panics_total",
-                    "Panics caught while handling a request (answered with a 500)",
-                )
-                .expect("valid metric definition");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("metric registered once");
-                c
-            },
+            panics: plain_counter(
+                &registry,
+                "switchyard_panics_total",
+                "Panics caught while handling a request (answered with a 500)",
+            ),
+            rejected_overloaded: plain_counter(
+                &registry,
+                "switchyard_overloaded_total",
+                "Requests refused with 503 because client.max_in_flight requests were in flight",
+            ),
             registry,
         }
     }

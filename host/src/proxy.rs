@@ -27,6 +27,7 @@ use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedRes
 use crate::upstream::{Answer, ChunkStream, Served, Upstream};
 
 mod resolve;
+mod validate;
 
 pub use resolve::{hook_context, resolve};
 

@@ -10,8 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +18,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 
 use crate::error::GatewayError;
 use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
@@ -27,8 +27,55 @@ use crate::schema::{RequestKind, UnifiedResponse};
 /// The terminating frame of an OpenAI stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// `resp` whose body holds `guard` until it has been sent (or dropped with the connection):
+/// how a request's place among `client.max_in_flight` and its connection's "busy" mark
+/// last as long as its answer, streams included.
+pub fn hold<G: Send + Sync + Unpin + 'static>(resp: Response, guard: G) -> Response {
+    resp.map(|body| {
+        Body::new(Held {
+            body,
+            _guard: guard,
+        })
+    })
+}
+
+struct Held<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What the handlers share: the gateway, and the places of `client.max_in_flight`.
+#[derive(Clone)]
+struct Http {
+    gw: Arc<Gateway>,
+    in_flight: Arc<Semaphore>,
+}
+
 pub fn build_router(gw: Arc<Gateway>) -> Router {
-    let limit = gw.config.client.max_request_body_bytes;
+    let http = Http {
+        in_flight: Arc::new(Semaphore::new(gw.config.client.max_in_flight)),
+        gw,
+    };
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
@@ -42,40 +89,74 @@ pub fn build_router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(gw)
+        .with_state(http)
 }
 
-fn body_error(gw: &Gateway, rejection: BytesRejection) -> GatewayError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        GatewayError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
+/// The request body, within `client.max_request_body_bytes` and
+/// `client.body_read_timeout_in_seconds`.
+async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
+    let client = &gw.config.client;
+    let limit = client.max_request_body_bytes;
+    match tokio::time::timeout(client.body_read_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(GatewayError::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    None,
+                    format!(
+                        "request body is larger than {limit} bytes (client.max_request_body_bytes)"
+                    ),
+                ))
+            } else {
+                Err(GatewayError::bad_request(
+                    None,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+        }
+        Err(_) => Err(GatewayError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
             None,
             format!(
-                "request body is larger than {} bytes (client.max_request_body_bytes)",
-                gw.config.client.max_request_body_bytes
+                "the request body did not arrive within {} s (client.body_read_timeout_in_seconds)",
+                client.body_read_timeout.as_secs()
             ),
-        )
-    } else {
-        GatewayError::bad_request(None, format!("could not read request body: {rejection}"))
+        )),
     }
 }
 
-async fn dispatch(
-    gw: Arc<Gateway>,
-    kind: RequestKind,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return openai_error(body_error(&gw, rejection), None),
+/// Every gateway-wide place is taken.
+fn busy(gw: &Gateway) -> GatewayError {
+    GatewayError::gateway(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        format!(
+            "the gateway is handling its limit of {} requests (client.max_in_flight); retry shortly",
+            gw.config.client.max_in_flight
+        ),
+    )
+    .with_retry_after(Some(std::time::Duration::from_secs(1)))
+}
+
+async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body) -> Response {
+    let gw = &http.gw;
+    let Ok(place) = http.in_flight.clone().try_acquire_owned() else {
+        gw.metrics.rejected_overloaded.inc();
+        return openai_error(busy(gw), None);
     };
-    let handled = AssertUnwindSafe(proxy::handle(&gw, kind, &headers, body))
+    let body = match read_body(gw, body).await {
+        Ok(body) => body,
+        Err(e) => return openai_error(e, None),
+    };
+    let handled = AssertUnwindSafe(proxy::handle(gw, kind, &headers, body))
         .catch_unwind()
         .await;
-    match handled {
+    let resp = match handled {
         Ok(outcome) => render_openai(outcome),
         Err(panic) => {
             gw.metrics.panics.inc();
@@ -94,7 +175,8 @@ async fn dispatch(
                 None,
             )
         }
-    }
+    };
+    hold(resp, place)
 }
 
 /// An outcome as OpenAI's API would answer it.
@@ -189,32 +271,20 @@ fn openai_error(e: GatewayError, id: Option<&str>) -> Response {
     r
 }
 
-async fn chat(
-    State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    dispatch(gw, RequestKind::Chat, h, body).await
+async fn chat(State(http): State<Http>, h: HeaderMap, body: Body) -> Response {
+    dispatch(http, RequestKind::Chat, h, body).await
 }
 
-async fn completions(
-    State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    dispatch(gw, RequestKind::Completion, h, body).await
+async fn completions(State(http): State<Http>, h: HeaderMap, body: Body) -> Response {
+    dispatch(http, RequestKind::Completion, h, body).await
 }
 
-async fn embeddings(
-    State(gw): State<Arc<Gateway>>,
-    h: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    dispatch(gw, RequestKind::Embedding, h, body).await
+async fn embeddings(State(http): State<Http>, h: HeaderMap, body: Body) -> Response {
+    dispatch(http, RequestKind::Embedding, h, body).await
 }
 
 /// The models the config serves, as `provider/model`.
-async fn models(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+async fn models(State(Http { gw, .. }): State<Http>) -> Json<Value> {
     let mut data = Vec::new();
     for p in gw.upstream.providers() {
         let cfg = &p.config;
@@ -230,7 +300,7 @@ async fn models(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
     let providers: Vec<Value> = gw
         .upstream
         .providers()
@@ -267,7 +337,7 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     }))
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(Http { gw, .. }): State<Http>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),

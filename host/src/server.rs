@@ -2,12 +2,18 @@
 //! validated config, binds the listener and serves until a shutdown signal, then gives
 //! in-flight and queued requests `client.shutdown_timeout` to finish.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -15,6 +21,8 @@ use crate::plugins::PluginHost;
 use crate::proxy::Gateway;
 use crate::routes::build_router;
 use crate::upstream::Upstream;
+
+mod conn;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +36,6 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Build the upstream side and load the plugins.
@@ -83,46 +89,76 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let grace = self.gateway.config.client.shutdown_timeout;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let client = &self.gateway.config.client;
+        let grace = client.shutdown_timeout;
+        let limits = conn::Limits {
+            header_read: client.header_read_timeout,
+            idle: client.idle_timeout,
+            write: client.write_timeout,
+        };
         let app = build_router(self.gateway);
-        // Streamed answers end in small writes; without TCP_NODELAY each waits for the
-        // client's delayed ACK (Nagle), which holds the end of every stream on a keep-alive
-        // connection back by ~40 ms.
-        let listener = self.listener.tap_io(|tcp| {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The idle and header limits are the connection wrapper's; hyper's own header
+        // timer would cut idle keep-alive connections at the header limit.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, _peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Streamed answers end in small writes; without TCP_NODELAY each waits for the
+            // client's delayed ACK (Nagle), which holds the end of every stream on a
+            // keep-alive connection back by ~40 ms.
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
             }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(());
-        });
-        let mut task = tokio::spawn(async move { server.await });
-        tokio::select! {
-            res = &mut task => return flatten(res),
-            _ = rx => {}
+            let state = conn::ConnState::new(limits);
+            let io = TokioIo::new(conn::Guarded::new(tcp, state.clone()));
+            let app = app.clone();
+            let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let guard = state.request();
+                let call = app.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let resp = call.await.unwrap_or_else(|e: Infallible| match e {});
+                    Ok::<_, Infallible>(crate::routes::hold(resp, guard))
+                }
+            });
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let conn = builder.serve_connection(io, service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            });
         }
+        drop(self.listener);
         tracing::info!(
             grace_s = grace.as_secs_f64(),
             "shutting down: finishing requests in flight"
         );
-        match tokio::time::timeout(grace, &mut task).await {
-            Ok(res) => flatten(res),
-            Err(_) => {
-                tracing::warn!("shutdown grace period over; closing remaining connections");
-                task.abort();
-                Ok(())
-            }
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
         }
-    }
-}
-
-fn flatten(res: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), StartupError> {
-    match res {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(StartupError::Serve(e)),
-        Err(e) => Err(StartupError::Serve(std::io::Error::other(e.to_string()))),
+        Ok(())
     }
 }
 

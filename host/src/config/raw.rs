@@ -69,6 +69,11 @@ pub struct RawClient {
     pub max_stream_event_bytes: Option<usize>,
     pub queue_timeout_in_seconds: Option<u64>,
     pub shutdown_timeout_in_seconds: Option<u64>,
+    pub header_read_timeout_in_seconds: Option<u64>,
+    pub idle_timeout_in_seconds: Option<u64>,
+    pub write_timeout_in_seconds: Option<u64>,
+    pub body_read_timeout_in_seconds: Option<u64>,
+    pub max_in_flight: Option<usize>,
 }
 
 /// `providers.<name>`.

@@ -331,6 +331,25 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         ctx.positive("client.queue_timeout_in_seconds", s)
             .then(|| Duration::from_secs(s))
     });
+    let mut seconds = |key: &str, value: Option<u64>, default: u64| {
+        let v = value.unwrap_or(default);
+        ctx.positive(&format!("client.{key}"), v);
+        Duration::from_secs(v)
+    };
+    let header_read_timeout = seconds(
+        "header_read_timeout_in_seconds",
+        raw.header_read_timeout_in_seconds,
+        10,
+    );
+    let idle_timeout = seconds("idle_timeout_in_seconds", raw.idle_timeout_in_seconds, 60);
+    let write_timeout = seconds("write_timeout_in_seconds", raw.write_timeout_in_seconds, 30);
+    let body_read_timeout = seconds(
+        "body_read_timeout_in_seconds",
+        raw.body_read_timeout_in_seconds,
+        60,
+    );
+    let max_in_flight = raw.max_in_flight.unwrap_or(10_000);
+    ctx.positive("client.max_in_flight", max_in_flight as u64);
     ClientConfig {
         listen,
         initial_pool_size: raw.initial_pool_size.unwrap_or(5000),
@@ -340,6 +359,11 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         max_stream_event_bytes,
         queue_timeout,
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_in_seconds.unwrap_or(30)),
+        header_read_timeout,
+        idle_timeout,
+        write_timeout,
+        body_read_timeout,
+        max_in_flight,
     }
 }
 

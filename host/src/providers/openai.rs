@@ -285,9 +285,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(v) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if let Ok(secs) = v.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
-            }
+            return seconds(secs);
         }
         if let Some(at) = parse_http_date(v) {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
@@ -295,11 +293,16 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         }
     }
     let ms = headers.get("retry-after-ms")?.to_str().ok()?.trim();
-    let ms = ms
-        .parse::<f64>()
-        .ok()
-        .filter(|m| m.is_finite() && *m >= 0.0)?;
-    Some(Duration::from_secs_f64(ms / 1000.0))
+    seconds(ms.parse::<f64>().ok()? / 1000.0)
+}
+
+/// A wait the provider asked for, in seconds; absurd values (`1e30`, negative, NaN) mean
+/// nothing usable, and a day is more than anyone will wait.
+fn seconds(secs: f64) -> Option<Duration> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs.min(86_400.0)).ok()
 }
 
 /// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only
@@ -461,6 +464,22 @@ pub(crate) mod tests {
         );
         let up = p.build_request(&req).unwrap();
         assert!(body_json(&up).get("stream_options").is_none());
+    }
+
+    #[test]
+    fn absurd_retry_after_values_do_not_panic() {
+        for (name, v, want) in [
+            ("retry-after", "1e30", Some(Duration::from_secs(86_400))),
+            ("retry-after", "-3", None),
+            ("retry-after", "NaN", None),
+            ("retry-after-ms", "1e300", Some(Duration::from_secs(86_400))),
+            ("retry-after-ms", "inf", None),
+            ("retry-after-ms", "1500", Some(Duration::from_millis(1500))),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(v));
+            assert_eq!(retry_after(&h), want, "{name}: {v}");
+        }
     }
 
     #[test]

@@ -4,12 +4,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 use crate::plugins::HookContext;
 use crate::schema::{RequestKind, Target, UnifiedRequest};
+
+use super::validate::{json_type, validate};
 
 /// Headers a plugin never sees.
 const SECRET_HEADERS: &[&str] = &[
@@ -26,7 +28,7 @@ pub fn resolve(
     kind: RequestKind,
     body: &[u8],
 ) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
-    let mut map: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
             "request body is empty; expected a JSON object".to_owned()
         } else {
@@ -34,6 +36,19 @@ pub fn resolve(
         };
         GatewayError::bad_request(None, what).with_code("invalid_json")
     })?;
+    let mut map = match value {
+        Value::Object(map) => map,
+        other => {
+            return Err(GatewayError::bad_request(
+                None,
+                format!(
+                    "the request body must be a JSON object, got {}",
+                    json_type(&other)
+                ),
+            )
+            .with_code("invalid_json"))
+        }
+    };
     let model = match map.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => {
@@ -93,32 +108,7 @@ pub fn resolve(
             "embeddings cannot be streamed",
         ));
     }
-    let required = match kind {
-        RequestKind::Chat => "messages",
-        RequestKind::Completion => "prompt",
-        RequestKind::Embedding => "input",
-    };
-    match map.get(required) {
-        None | Some(Value::Null) => {
-            return Err(GatewayError::bad_request(
-                Some(required),
-                format!("'{required}' is required"),
-            ))
-        }
-        Some(Value::Array(a)) if kind == RequestKind::Chat && a.is_empty() => {
-            return Err(GatewayError::bad_request(
-                Some("messages"),
-                "'messages' must not be empty",
-            ))
-        }
-        Some(v) if kind == RequestKind::Chat && !v.is_array() => {
-            return Err(GatewayError::bad_request(
-                Some("messages"),
-                format!("'messages' must be a list, got {}", json_type(v)),
-            ))
-        }
-        _ => {}
-    }
+    validate(kind, &map)?;
     map.insert("model".to_owned(), Value::String(target.model.clone()));
     Ok((
         UnifiedRequest {
@@ -185,17 +175,6 @@ fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
                 json_type(other)
             ),
         )),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
