@@ -89,9 +89,9 @@ impl ProviderRuntime {
         let credentials = config
             .keys
             .iter()
-            .map(|k| Credential::new(&config, &auth, Some(k)))
+            .map(|k| Credential::new(&config, &auth, Some(k), transport.client()))
             .collect::<Result<Vec<_>, _>>()?;
-        let keyless = Credential::new(&config, &auth, None)?;
+        let keyless = Credential::new(&config, &auth, None, transport.client())?;
         let name = config.name.as_str();
         Ok(ProviderRuntime {
             queue: Queue::new(

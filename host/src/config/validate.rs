@@ -19,9 +19,10 @@ use super::{
     ProviderConfig, ProviderKind, ProviderSettings, ProxyConfig, ProxyKind, Secret,
 };
 
+mod service_account;
 mod settings;
 
-pub use settings::parse_service_account;
+pub use service_account::{parse_service_account, signing_key, DEFAULT_TOKEN_URI};
 
 /// Where `env.NAME` values come from; tests inject a map, `main` the process environment.
 pub trait Env: Send + Sync {

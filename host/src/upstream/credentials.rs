@@ -7,11 +7,20 @@
 //! Nothing here lets a secret out: errors say which provider and what failed, header
 //! values are marked sensitive, and [`Credential::scrub`] masks what a provider echoes back.
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::config::{KeyConfig, ProviderConfig, Secret};
+use crate::config::{KeyConfig, ProviderConfig, ProviderSettings, Secret};
 use crate::error::GatewayError;
 use crate::providers::{Auth, UpstreamRequest};
+
+pub mod google;
+pub mod sigv4;
+
+/// The OAuth2 scope of Vertex AI calls.
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// The credentials of one key.
 pub enum Credential {
@@ -23,18 +32,32 @@ pub enum Credential {
         value: HeaderValue,
         secret: Secret,
     },
+    /// AWS Signature V4 over the final request.
+    SigV4 {
+        provider: String,
+        creds: sigv4::AwsCredentials,
+        region: String,
+        service: &'static str,
+    },
+    /// A Google OAuth2 token source, shared by every request of the provider.
+    Google {
+        provider: String,
+        tokens: Arc<google::TokenSource>,
+    },
 }
 
 /// What [`Credential::apply`] used, so a 401 can invalidate exactly that.
 #[derive(Debug, Default)]
-pub struct Applied;
+pub struct Applied(Option<google::AccessToken>);
 
 impl Credential {
     /// The credential for `key` of `provider`, authenticated as `auth` says.
+    /// `http` is the provider's client, for token servers.
     pub fn new(
         provider: &ProviderConfig,
         auth: &Auth,
         key: Option<&KeyConfig>,
+        http: &reqwest::Client,
     ) -> Result<Credential, String> {
         match (auth, key) {
             (Auth::Header { name, prefix }, Some(key)) => {
@@ -54,10 +77,56 @@ impl Credential {
                 })
             }
             (Auth::Header { .. }, None) => Ok(Credential::None),
-            (Auth::SigV4 { .. } | Auth::GoogleOAuth, _) => Err(format!(
-                "providers.{}: this provider's credentials are not supported yet",
-                provider.name
-            )),
+            (Auth::SigV4 { service }, Some(key)) => match &provider.settings {
+                ProviderSettings::Bedrock(b) => match &b.secret_access_key {
+                    Some(secret) => Ok(Credential::SigV4 {
+                        provider: provider.name.clone(),
+                        creds: sigv4::AwsCredentials {
+                            access_key_id: key.value.expose().to_owned(),
+                            secret_access_key: secret.clone(),
+                            session_token: b.session_token.clone(),
+                        },
+                        region: b.region.clone(),
+                        service,
+                    }),
+                    // Its variable is unset: the provider is unavailable and says so.
+                    None => Ok(Credential::None),
+                },
+                _ => Err(format!(
+                    "providers.{}: SigV4 needs the bedrock meta_config",
+                    provider.name
+                )),
+            },
+            (Auth::SigV4 { .. }, None) => Ok(Credential::None),
+            // Vertex keys only choose models; the provider-wide credential authenticates.
+            (Auth::GoogleOAuth, Some(_)) => Ok(Credential::None),
+            (Auth::GoogleOAuth, None) => match &provider.settings {
+                ProviderSettings::Vertex(v) => match &v.credentials {
+                    Some(sa) => {
+                        let tokens = google::TokenSource::new(
+                            sa.clone(),
+                            CLOUD_PLATFORM,
+                            http.clone(),
+                            Arc::new(google::SystemClock),
+                        )
+                        .map_err(|e| {
+                            format!(
+                                "providers.{}.meta_config.auth_credentials: {e}",
+                                provider.name
+                            )
+                        })?;
+                        Ok(Credential::Google {
+                            provider: provider.name.clone(),
+                            tokens: Arc::new(tokens),
+                        })
+                    }
+                    None => Ok(Credential::None),
+                },
+                _ => Err(format!(
+                    "providers.{}: Google OAuth2 needs the vertex meta_config",
+                    provider.name
+                )),
+            },
         }
     }
 
@@ -68,17 +137,53 @@ impl Credential {
             Credential::Header { name, value, .. } => {
                 req.headers.insert(name.clone(), value.clone());
             }
+            Credential::SigV4 {
+                provider,
+                creds,
+                region,
+                service,
+            } => sigv4::sign(
+                &req.method,
+                &req.url,
+                &mut req.headers,
+                &req.body,
+                creds,
+                region,
+                service,
+                SystemTime::now(),
+            )
+            .map_err(|e| credential_error(provider, e))?,
+            Credential::Google { provider, tokens } => {
+                let token = tokens
+                    .token()
+                    .await
+                    .map_err(|e| credential_error(provider, e))?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        credential_error(
+                            provider,
+                            "the token server's access token is not a valid header value",
+                        )
+                    })?;
+                value.set_sensitive(true);
+                req.headers.insert(http::header::AUTHORIZATION, value);
+                return Ok(Applied(Some(token)));
+            }
         }
-        Ok(Applied)
+        Ok(Applied(None))
     }
 
     /// Whether a 401 may be cured by renewing (OAuth2 tokens), once.
     pub fn renewable(&self) -> bool {
-        false
+        matches!(self, Credential::Google { .. })
     }
 
     /// The provider refused what `applied` carried: renew before the next use.
-    pub fn invalidate(&self, _applied: &Applied) {}
+    pub fn invalidate(&self, applied: &Applied) {
+        if let (Credential::Google { tokens, .. }, Applied(Some(token))) = (self, applied) {
+            tokens.invalidate(token);
+        }
+    }
 
     /// `text` with every secret of this credential masked, keeping the last four
     /// characters (as OpenAI does) so an operator can still tell which key was meant.
@@ -86,6 +191,14 @@ impl Credential {
         match self {
             Credential::None => text.to_owned(),
             Credential::Header { secret, .. } => scrub_secret(text, secret.expose()),
+            Credential::SigV4 { creds, .. } => {
+                let text = scrub_secret(text, creds.secret_access_key.expose());
+                match &creds.session_token {
+                    Some(t) => scrub_secret(&text, t.expose()),
+                    None => text,
+                }
+            }
+            Credential::Google { .. } => text.to_owned(),
         }
     }
 
@@ -94,6 +207,15 @@ impl Credential {
         match self {
             Credential::None => "none needed".to_owned(),
             Credential::Header { .. } => "static key".to_owned(),
+            Credential::SigV4 { creds, region, .. } => {
+                let id = &creds.access_key_id;
+                let tail: String = id
+                    .chars()
+                    .skip(id.chars().count().saturating_sub(4))
+                    .collect();
+                format!("AWS SigV4, access key ****{tail}, region {region}")
+            }
+            Credential::Google { tokens, .. } => format!("Google OAuth2: {}", tokens.state()),
         }
     }
 }
@@ -148,13 +270,14 @@ mod tests {
             name: http::header::AUTHORIZATION,
             prefix: "Bearer ",
         };
-        let c = Credential::new(&cfg, &auth, Some(&key("sk-1"))).unwrap();
+        let http = reqwest::Client::new();
+        let c = Credential::new(&cfg, &auth, Some(&key("sk-1")), &http).unwrap();
         let mut req = UpstreamRequest::post_json("http://x".into(), Default::default());
         c.apply(&mut req).await.unwrap();
         assert_eq!(req.headers["authorization"], "Bearer sk-1");
         assert!(req.headers["authorization"].is_sensitive());
         assert_eq!(c.scrub("bad key sk-1 given"), "bad key **** given");
-        let c = Credential::new(&cfg, &auth, Some(&key("sk-0123456789"))).unwrap();
+        let c = Credential::new(&cfg, &auth, Some(&key("sk-0123456789")), &http).unwrap();
         assert_eq!(
             c.scrub("Incorrect API key provided: sk-0123456789."),
             "Incorrect API key provided: ****6789."
@@ -168,7 +291,7 @@ mod tests {
             name: http::header::AUTHORIZATION,
             prefix: "Bearer ",
         };
-        let err = Credential::new(&cfg, &auth, Some(&key("bad\nkey")))
+        let err = Credential::new(&cfg, &auth, Some(&key("bad\nkey")), &reqwest::Client::new())
             .err()
             .unwrap();
         assert!(

@@ -60,6 +60,12 @@ impl Transport {
         })
     }
 
+    /// The client itself, for credential layers that talk to token servers through the
+    /// provider's proxy.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Send `req`; the answer's headers must arrive before `deadline`.
     pub async fn send(
         &self,

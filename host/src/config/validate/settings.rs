@@ -14,9 +14,6 @@ use crate::config::{
     VertexConfig,
 };
 
-/// Google's token endpoint, when a service account does not name one.
-const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-
 /// The settings of a provider of `kind` from its raw `meta_config`. `None` when they are
 /// unusable (the problems are recorded). Variables of secrets that are unset go to
 /// `missing_env`: the provider is then unavailable, and says which to set.
@@ -269,86 +266,15 @@ fn vertex(
 }
 
 fn service_account_text(ctx: &mut Ctx<'_>, path: &str, text: &str) -> Option<ServiceAccount> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v) => service_account(ctx, path, &v),
-        Err(e) => {
-            ctx.problem(path, format!("the service-account key is not JSON: {e}"));
+    match super::service_account::parse_service_account(text) {
+        Ok(sa) => Some(sa),
+        Err(problem) => {
+            ctx.problem(path, format!("the service-account key: {problem}"));
             None
         }
-    }
-}
-
-/// The service account of a Google key file; every problem is named, the key never.
-pub fn parse_service_account(v: &Value) -> Result<ServiceAccount, Vec<String>> {
-    let Some(o) = v.as_object() else {
-        return Err(vec![
-            "the service-account key must be a JSON object".to_string()
-        ]);
-    };
-    let mut problems = Vec::new();
-    let text = |name: &str, problems: &mut Vec<String>| match o.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::String(_)) => {
-            problems.push(format!("\"{name}\" is empty"));
-            None
-        }
-        Some(_) => {
-            problems.push(format!("\"{name}\" must be a string"));
-            None
-        }
-        None => {
-            problems.push(format!("missing \"{name}\""));
-            None
-        }
-    };
-    match o.get("type").and_then(Value::as_str) {
-        Some("service_account") | None => {}
-        Some(other) => problems.push(format!(
-            "\"type\" is {other:?}, expected \"service_account\" (only service-account keys can be used)"
-        )),
-    }
-    let client_email = text("client_email", &mut problems);
-    let private_key = text("private_key", &mut problems);
-    if let Some(k) = &private_key {
-        if !k.contains("-----BEGIN PRIVATE KEY-----")
-            && !k.contains("-----BEGIN RSA PRIVATE KEY-----")
-        {
-            problems.push("\"private_key\" is not a PEM private key".to_string());
-        }
-    }
-    let token_uri = match o.get("token_uri") {
-        None => Some(GOOGLE_TOKEN_URI.to_string()),
-        Some(_) => text("token_uri", &mut problems),
-    };
-    if let Some(u) = &token_uri {
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            problems.push(format!("\"token_uri\" {u:?} is not an http(s) URL"));
-        }
-    }
-    let optional = |name: &str| o.get(name).and_then(Value::as_str).map(str::to_owned);
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    match (client_email, private_key, token_uri) {
-        (Some(client_email), Some(private_key), Some(token_uri)) => Ok(ServiceAccount {
-            client_email,
-            private_key: Secret::new(private_key),
-            private_key_id: optional("private_key_id"),
-            token_uri,
-            project_id: optional("project_id"),
-        }),
-        _ => Err(vec!["the service-account key is incomplete".to_string()]),
     }
 }
 
 fn service_account(ctx: &mut Ctx<'_>, path: &str, v: &Value) -> Option<ServiceAccount> {
-    match parse_service_account(v) {
-        Ok(sa) => Some(sa),
-        Err(problems) => {
-            for p in problems {
-                ctx.problem(path, p);
-            }
-            None
-        }
-    }
+    service_account_text(ctx, path, &v.to_string())
 }
