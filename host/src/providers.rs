@@ -21,6 +21,7 @@ use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod openai;
 
 /// An HTTP request ready to be authenticated and sent upstream.
@@ -197,15 +198,14 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
     match cfg.kind {
         ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(cfg)),
         ProviderKind::Azure => Box::new(azure::Azure::new(cfg)),
+        ProviderKind::Bedrock => Box::new(bedrock::Bedrock::new(cfg)),
         ProviderKind::OpenAi
         | ProviderKind::Groq
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
         // Added with their providers.
-        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Cohere => {
-            Box::new(openai::OpenAiCompatible::new(cfg))
-        }
+        ProviderKind::Vertex | ProviderKind::Cohere => Box::new(openai::OpenAiCompatible::new(cfg)),
     }
 }
 
