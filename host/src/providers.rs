@@ -21,6 +21,7 @@ use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod openai;
 
 /// An HTTP request ready to be authenticated and sent upstream.
