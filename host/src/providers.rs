@@ -23,6 +23,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod gemini;
 pub mod openai;
+pub mod vertex;
 
 /// An HTTP request ready to be authenticated and sent upstream.
 #[derive(Debug, Clone)]
@@ -198,13 +199,14 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
     match cfg.kind {
         ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(cfg)),
         ProviderKind::Azure => Box::new(azure::Azure::new(cfg)),
+        ProviderKind::Vertex => Box::new(vertex::Vertex::new(cfg)),
         ProviderKind::OpenAi
         | ProviderKind::Groq
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
         // Added with their providers.
-        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Cohere => {
+        ProviderKind::Bedrock | ProviderKind::Cohere => {
             Box::new(openai::OpenAiCompatible::new(cfg))
         }
     }
