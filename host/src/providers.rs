@@ -22,7 +22,9 @@ use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod gemini;
 pub mod openai;
+pub mod vertex;
 
 /// An HTTP request ready to be authenticated and sent upstream.
 #[derive(Debug, Clone)]
@@ -199,13 +201,14 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
         ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(cfg)),
         ProviderKind::Azure => Box::new(azure::Azure::new(cfg)),
         ProviderKind::Bedrock => Box::new(bedrock::Bedrock::new(cfg)),
+        ProviderKind::Vertex => Box::new(vertex::Vertex::new(cfg)),
         ProviderKind::OpenAi
         | ProviderKind::Groq
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
         // Added with their providers.
-        ProviderKind::Vertex | ProviderKind::Cohere => Box::new(openai::OpenAiCompatible::new(cfg)),
+        ProviderKind::Cohere => Box::new(openai::OpenAiCompatible::new(cfg)),
     }
 }
 

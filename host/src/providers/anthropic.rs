@@ -1,7 +1,8 @@
-//! Anthropic's Messages API. Sits behind [`build`](super::build) for `anthropic` providers
-//! and is the one provider whose wire format differs from OpenAI's: chat requests are
-//! translated to `/messages` bodies, and answers, stream events and errors back to the
-//! OpenAI shape, so clients and plugins only ever see OpenAI JSON.
+//! Anthropic's Messages API. Sits behind [`build`](super::build) for `anthropic` providers:
+//! chat requests are translated to `/messages` bodies, and answers, stream events and
+//! errors back to the OpenAI shape, so clients and plugins only ever see OpenAI JSON. The
+//! translation is `pub(crate)` because Claude on Vertex AI ([`vertex`](super::vertex))
+//! speaks the same format behind another address.
 
 // Helpers return the `GatewayError` the `Provider` trait returns; errors are the cold
 // path, and boxing them here would only be undone at the trait boundary.
@@ -90,19 +91,29 @@ impl Provider for Anthropic {
     }
 
     fn parse_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GatewayError {
-        let parsed = serde_json::from_slice::<Value>(body).ok();
-        let err = parsed.as_ref().and_then(|v| v.get("error"));
-        let message = err
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let error_type = err
-            .and_then(|e| e.get("type"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let message = message.unwrap_or_else(|| error_text(status, body));
-        build_upstream_error(status, headers, message, error_type, None, None)
+        parse_anthropic_error(status, headers, body)
     }
+}
+
+/// A non-2xx Anthropic answer (`{"type": "error", "error": {"type", "message"}}`) as an
+/// error that keeps its status, message and type. Shared with Claude on Vertex AI.
+pub(crate) fn parse_anthropic_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> GatewayError {
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let error_type = err
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let message = message.unwrap_or_else(|| error_text(status, body));
+    build_upstream_error(status, headers, message, error_type, None, None)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -112,8 +123,9 @@ fn bad(param: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(Some(param), message)
 }
 
-/// Translate an OpenAI chat body to an Anthropic `/messages` body.
-fn to_anthropic(req: &UnifiedRequest) -> Result<Map<String, Value>, GatewayError> {
+/// Translate an OpenAI chat body to an Anthropic `/messages` body. Claude on Vertex AI
+/// sends the same body, with the model moved to the URL.
+pub(crate) fn to_anthropic(req: &UnifiedRequest) -> Result<Map<String, Value>, GatewayError> {
     let src = &req.body;
     let mut out = Map::new();
     out.insert("model".into(), Value::String(req.target.model.clone()));
@@ -309,7 +321,7 @@ fn translate_messages(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), G
 }
 
 /// Text of a string or an array of text parts (system and tool messages).
-fn text_only(content: &Value, at: &str) -> Result<String, GatewayError> {
+pub(crate) fn text_only(content: &Value, at: &str) -> Result<String, GatewayError> {
     match content {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {
@@ -509,7 +521,7 @@ fn translate_tool_choice(choice: &Value) -> Result<Value, GatewayError> {
 // ---------------------------------------------------------------------------------------
 // Response: Anthropic message → OpenAI chat.completion
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -549,7 +561,7 @@ fn usage_value(prompt: u32, completion: u32) -> Value {
     .to_openai()
 }
 
-fn from_anthropic(msg: &Map<String, Value>, fallback_model: &str) -> Map<String, Value> {
+pub(crate) fn from_anthropic(msg: &Map<String, Value>, fallback_model: &str) -> Map<String, Value> {
     let mut text = String::new();
     let mut has_text = false;
     let mut tool_calls = Vec::new();
@@ -619,7 +631,7 @@ fn from_anthropic(msg: &Map<String, Value>, fallback_model: &str) -> Map<String,
 
 /// Keeps what Anthropic sends once (id, model, input tokens) to stamp on every chunk, and
 /// maps content block indexes to OpenAI tool call indexes.
-struct AnthropicStreamDecoder {
+pub(crate) struct AnthropicStreamDecoder {
     provider: String,
     id: String,
     model: String,
@@ -631,7 +643,7 @@ struct AnthropicStreamDecoder {
 }
 
 impl AnthropicStreamDecoder {
-    fn new(provider: &str, model: &str) -> Self {
+    pub(crate) fn new(provider: &str, model: &str) -> Self {
         AnthropicStreamDecoder {
             provider: provider.to_owned(),
             id: String::new(),
