@@ -21,6 +21,7 @@ use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 
 pub mod anthropic;
 pub mod azure;
+pub mod cohere;
 pub mod openai;
 
 /// An HTTP request ready to be authenticated and sent upstream.
@@ -202,8 +203,9 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
+        ProviderKind::Cohere => Box::new(cohere::Cohere::new(cfg)),
         // Added with their providers.
-        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Cohere => {
+        ProviderKind::Bedrock | ProviderKind::Vertex => {
             Box::new(openai::OpenAiCompatible::new(cfg))
         }
     }
