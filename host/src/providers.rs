@@ -22,6 +22,7 @@ use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse};
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod cohere;
 pub mod gemini;
 pub mod openai;
 pub mod vertex;
@@ -207,8 +208,7 @@ pub fn build(cfg: &ProviderConfig) -> Box<dyn Provider> {
         | ProviderKind::Mistral
         | ProviderKind::Ollama
         | ProviderKind::Custom => Box::new(openai::OpenAiCompatible::new(cfg)),
-        // Added with their providers.
-        ProviderKind::Cohere => Box::new(openai::OpenAiCompatible::new(cfg)),
+        ProviderKind::Cohere => Box::new(cohere::Cohere::new(cfg)),
     }
 }
 

@@ -521,6 +521,7 @@ fn translate_tool_choice(choice: &Value) -> Result<Value, GatewayError> {
 // ---------------------------------------------------------------------------------------
 // Response: Anthropic message → OpenAI chat.completion
 
+/// Seconds since the epoch, for `created`; Cohere's answers have no timestamp either.
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
