@@ -2,8 +2,10 @@
 //! Anthropic wire formats (plain, streaming and errors) and can be told to misbehave, a
 //! forwarding HTTP proxy, and paths to the artefacts the test command builds.
 
+pub mod eventstream;
 pub mod mock;
 pub mod proxy;
+pub mod sigv4;
 mod wire;
 
 use std::path::PathBuf;
