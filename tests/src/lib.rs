@@ -5,7 +5,9 @@
 pub mod eventstream;
 pub mod mock;
 pub mod proxy;
+pub mod service_account;
 pub mod sigv4;
+pub mod token_server;
 mod wire;
 
 use std::path::PathBuf;
