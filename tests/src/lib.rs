@@ -1,10 +1,16 @@
-//! Test support for Switchyard: a mock LLM upstream that speaks the OpenAI, Azure OpenAI and
-//! Anthropic wire formats (plain, streaming and errors) and can be told to misbehave, a
-//! forwarding HTTP proxy, and paths to the artefacts the test command builds.
+//! Test support for Switchyard: a mock LLM upstream that speaks the OpenAI, Azure OpenAI,
+//! Anthropic, AWS Bedrock, Vertex AI (Gemini, Claude) and Cohere wire formats (plain,
+//! streaming and errors), checks SigV4 signatures and Google access tokens, and can be told to
+//! misbehave; a mock Google OAuth2 token server with service-account fixtures; a forwarding
+//! HTTP proxy; and paths to the artefacts the test command builds.
 
+pub mod eventstream;
 pub mod mock;
 pub mod proxy;
-mod wire;
+pub mod service_account;
+pub mod sigv4;
+pub mod token_server;
+pub mod wire;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,37 @@
-//! A mock LLM upstream on 127.0.0.1: OpenAI (`/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/models`), Azure OpenAI (`/openai/deployments/{d}/...`) and Anthropic
-//! (`/v1/messages`), plain and streaming, with each provider's error bodies.
+//! A mock LLM upstream on 127.0.0.1, one server for every provider, chosen by path:
 //!
-//! The reply is what follows `echo:` in the last user message, else a fixed text. Tests queue
-//! [`Behavior`]s to make the next requests fail in a given way, and read back what arrived.
+//! - OpenAI: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`;
+//!   Azure OpenAI: `/openai/deployments/{d}/...`; Anthropic: `/v1/messages`.
+//! - AWS Bedrock Runtime: `/model/{modelId}/converse`, `/converse-stream` (binary
+//!   event-stream), `/invoke` (Titan and Cohere embeddings). The model id is decoded and
+//!   recorded. With [`MockUpstream::with_aws`] every request's SigV4 signature is recomputed.
+//! - Vertex AI: `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`,
+//!   `:streamGenerateContent` (`?alt=sse`, else a JSON array), `:predict` (embeddings), and
+//!   `.../publishers/anthropic/models/{m}:rawPredict` / `:streamRawPredict` (Claude). With
+//!   [`MockUpstream::with_token_server`] only live tokens of that server are accepted.
+//! - Cohere v2: `/v2/chat` (plain and SSE stream), `/v2/embed`; needs a bearer key.
+//!
+//! Replies are deterministic. The text is what follows `echo:` in the last user message,
+//! else [`MockOptions::reply`]. On Bedrock, Gemini and Cohere:
+//! - `tool:NAME {"json": "args"}` in the last user text, with a tool `NAME` declared, makes
+//!   the model call it with those arguments (Bedrock `toolUse` after a text block, stop
+//!   reason `tool_use`; Gemini a `functionCall` part, `STOP`; Cohere `tool_calls` with a
+//!   `tool_plan`, `TOOL_CALL`). Streams split the arguments' JSON over two deltas.
+//! - When the last message carries tool results, the reply is `tool result: <their text>`
+//!   (JSON results as compact JSON), so a round trip is visible.
+//! - `maxTokens`/`maxOutputTokens`/`max_tokens` cut the reply to that many words, and stop
+//!   sequences cut before the first match, with the matching finish reason.
+//! - Gemini: `unsafe:` blocks the prompt (`promptFeedback.blockReason: SAFETY`, no
+//!   candidates); `unsafe-candidate:` blocks the answer (`finishReason: SAFETY`, no content).
+//! - Anthropic (and Claude on Vertex) keep their own rule: `use_tool` with tools offered.
+//!
+//! Tests queue [`Behavior`]s to make the next requests fail in a given way, and read back
+//! what arrived ([`MockUpstream::received`]).
+
+mod answer;
+mod auth;
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,9 +48,12 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::wire::{self, Api};
+use crate::sigv4::{AwsExpect, SignedRequest};
+use crate::token_server::{TokenServer, TokenState};
+use crate::wire::{Family, Route};
+use answer::Answer;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, Reset>;
 
 /// What the mock does with a request.
 #[derive(Clone, Debug, Default)]
@@ -33,12 +61,16 @@ pub enum Behavior {
     /// Answer normally.
     #[default]
     Normal,
-    /// Answer with this status; `body` replaces the provider's usual error body.
+    /// Answer with this status and the provider's error body for it (Bedrock: the exception
+    /// for the status in `x-amzn-errortype`); `body` replaces the body.
     Status {
         status: u16,
         body: Option<String>,
         retry_after: Option<String>,
     },
+    /// Answer with this status and a named error: a Bedrock exception (`ModelNotReadyException`),
+    /// an Anthropic or OpenAI error `type`, a Google `status` (`RESOURCE_EXHAUSTED`).
+    Error { status: u16, kind: String },
     /// Wait, then answer normally.
     Delay(Duration),
     /// Read the request, then close the connection without answering.
@@ -47,6 +79,21 @@ pub enum Behavior {
     MalformedBody,
     /// Stream `after_chunks` events, then go silent with the connection open.
     StallStream { after_chunks: usize },
+    /// Stream `after_chunks` events, then the provider's in-stream error, then end: OpenAI a
+    /// `data: {"error":..}` chunk, Anthropic `event: error` (`overloaded_error`; with
+    /// `after_chunks: 0` the early overload), Bedrock an exception message
+    /// (`throttlingException`), Gemini an `{"error":..}` chunk (`INTERNAL`), Cohere a
+    /// `message-end` with `finish_reason: ERROR`. `kind` overrides the error's type.
+    StreamError {
+        after_chunks: usize,
+        kind: Option<String>,
+    },
+    /// Stream `after_chunks` events, then one that cannot be decoded (event-stream: a flipped
+    /// byte so the message CRC fails; SSE: the JSON cut in half), then end.
+    CorruptFrame { after_chunks: usize },
+    /// Send `after_chunks` events (for a JSON answer: half the body), then drop the
+    /// connection mid-body.
+    ResetMidStream { after_chunks: usize },
     /// Never answer (until the client goes away).
     Hang,
 }
@@ -55,12 +102,20 @@ pub enum Behavior {
 #[derive(Clone, Debug)]
 pub struct ReceivedRequest {
     pub method: String,
+    /// The path as it arrived (still percent-encoded).
     pub path: String,
     pub query: String,
     /// Header names in lower case, in arrival order.
     pub headers: Vec<(String, String)>,
     /// The JSON body (`Null` if empty or not JSON).
     pub body: Value,
+    /// The model the path names, decoded (Bedrock `modelId`, Vertex `models/{m}`).
+    pub model: Option<String>,
+    /// Vertex AI's `projects/{p}` and `locations/{l}`.
+    pub project: Option<String>,
+    pub location: Option<String>,
+    /// Why the mock refused the request's credentials, if it did.
+    pub auth_error: Option<String>,
 }
 
 impl ReceivedRequest {
@@ -101,6 +156,11 @@ struct Shared {
     count: AtomicUsize,
     in_flight: AtomicUsize,
     max_concurrent: AtomicUsize,
+    aws: Mutex<Option<AwsExpect>>,
+    tokens: Mutex<Option<Arc<TokenState>>>,
+    sigv4_failures: AtomicUsize,
+    bearer_failures: AtomicUsize,
+    key_failures: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +240,36 @@ impl MockUpstream {
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_concurrent.load(Ordering::SeqCst)
     }
+
+    /// Check the SigV4 signature of every Bedrock request against these credentials;
+    /// refusals answer 403 as AWS does and count in [`MockUpstream::sigv4_failures`].
+    pub fn with_aws(self, expect: AwsExpect) -> MockUpstream {
+        *lock(&self.shared.aws) = Some(expect);
+        self
+    }
+
+    /// Accept on Vertex AI paths only `Authorization: Bearer` tokens that `server` issued and
+    /// that have not expired or been revoked ([`TokenServer::revoke_all`]); others get
+    /// Google's 401 and count in [`MockUpstream::bearer_failures`].
+    pub fn with_token_server(self, server: &TokenServer) -> MockUpstream {
+        *lock(&self.shared.tokens) = Some(server.state());
+        self
+    }
+
+    /// Bedrock requests refused for their signature or credentials.
+    pub fn sigv4_failures(&self) -> usize {
+        self.shared.sigv4_failures.load(Ordering::SeqCst)
+    }
+
+    /// Vertex AI requests refused for their bearer token.
+    pub fn bearer_failures(&self) -> usize {
+        self.shared.bearer_failures.load(Ordering::SeqCst)
+    }
+
+    /// Cohere requests refused for lacking an API key.
+    pub fn key_failures(&self) -> usize {
+        self.shared.key_failures.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockUpstream {
@@ -249,50 +339,96 @@ async fn handle(
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     shared.count.fetch_add(1, Ordering::SeqCst);
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let route = Route::of(path);
+    let aws = lock(&shared.aws).clone();
+    let tokens = lock(&shared.tokens).clone();
+    // Header copies cost the benchmark runs (no recording, no credentials) for nothing.
+    let needs_headers =
+        options.record || aws.is_some() || tokens.is_some() || route.api.family() == Family::Cohere;
+    let headers: Vec<(String, String)> = if needs_headers {
+        parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let method = parts.method.as_str();
+    let signed = SignedRequest {
+        method,
+        path,
+        query,
+        headers: &headers,
+        body: &bytes,
+    };
+    let demands = auth::Demands {
+        aws: aws.as_ref(),
+        tokens: tokens.as_deref(),
+    };
+    let refusal = auth::check(route.api, &signed, &demands);
+    if let Some(r) = &refusal {
+        let counter = match r.check {
+            auth::Check::SigV4 => &shared.sigv4_failures,
+            auth::Check::Bearer => &shared.bearer_failures,
+            auth::Check::ApiKey => &shared.key_failures,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
     if options.record {
         lock(&shared.received).push(ReceivedRequest {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or("").to_owned(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers,
             body: body.clone(),
+            model: route.model.clone(),
+            project: route.project.clone(),
+            location: route.location.clone(),
+            auth_error: refusal.as_ref().map(|r| r.reason.clone()),
         });
+    }
+    if !options.latency.is_zero() {
+        tokio::time::sleep(options.latency).await;
+    }
+    if let Some(r) = refusal {
+        return Ok(render(&route, r.answer, Cut::None, guard));
     }
     let behavior = lock(&shared.queue)
         .pop_front()
         .unwrap_or_else(|| lock(&shared.default).clone());
-    if !options.latency.is_zero() {
-        tokio::time::sleep(options.latency).await;
-    }
-    let api = Api::of(parts.uri.path());
+    let normal = |cut: Cut| {
+        let kind = match &cut {
+            Cut::Error(_, kind) => kind.as_deref(),
+            _ => None,
+        };
+        let force_stream = !matches!(cut, Cut::None | Cut::Reset(_));
+        answer::normal(&route, query, &body, &options.reply, force_stream, kind)
+    };
     match behavior {
-        Behavior::Normal => Ok(answer(api, &body, &options, None, guard)),
+        Behavior::Normal => Ok(render(&route, normal(Cut::None), Cut::None, guard)),
         Behavior::Delay(d) => {
             tokio::time::sleep(d).await;
-            Ok(answer(api, &body, &options, None, guard))
+            Ok(render(&route, normal(Cut::None), Cut::None, guard))
         }
         Behavior::Status {
             status,
             body: custom,
             retry_after,
         } => {
-            let text = custom.unwrap_or_else(|| {
-                if api.is_anthropic() {
-                    wire::anthropic_error(status).to_string()
-                } else {
-                    wire::openai_error(status).to_string()
-                }
-            });
-            let mut resp = json_response(status, text);
+            let mut resp = render(
+                &route,
+                answer::error(route.api, status, None, custom),
+                Cut::None,
+                guard,
+            );
             if let Some(ra) = retry_after {
                 if let Ok(v) = ra.parse() {
                     resp.headers_mut().insert("retry-after", v);
@@ -300,13 +436,32 @@ async fn handle(
             }
             Ok(resp)
         }
+        Behavior::Error { status, kind } => Ok(render(
+            &route,
+            answer::error(route.api, status, Some(&kind), None),
+            Cut::None,
+            guard,
+        )),
         Behavior::ResetConnection => Err(Reset),
         Behavior::MalformedBody => Ok(json_response(
             200,
             "{\"id\": \"chatcmpl-mock\", \"choi".into(),
         )),
         Behavior::StallStream { after_chunks } => {
-            Ok(answer(api, &body, &options, Some(after_chunks), guard))
+            let cut = Cut::Stall(after_chunks);
+            Ok(render(&route, normal(cut.clone()), cut, guard))
+        }
+        Behavior::StreamError { after_chunks, kind } => {
+            let cut = Cut::Error(after_chunks, kind);
+            Ok(render(&route, normal(cut.clone()), cut, guard))
+        }
+        Behavior::CorruptFrame { after_chunks } => {
+            let cut = Cut::Corrupt(after_chunks);
+            Ok(render(&route, normal(cut.clone()), cut, guard))
+        }
+        Behavior::ResetMidStream { after_chunks } => {
+            let cut = Cut::Reset(after_chunks);
+            Ok(render(&route, normal(cut.clone()), cut, guard))
         }
         Behavior::Hang => {
             std::future::pending::<()>().await;
@@ -315,8 +470,28 @@ async fn handle(
     }
 }
 
+/// Where a stream stops being normal: after `n` frames it stalls, sends the provider's
+/// error, sends a corrupted frame, or drops the connection.
+#[derive(Clone, Debug)]
+enum Cut {
+    None,
+    Stall(usize),
+    Error(usize, Option<String>),
+    Corrupt(usize),
+    Reset(usize),
+}
+
+impl Cut {
+    fn after(&self) -> Option<usize> {
+        match self {
+            Cut::None => None,
+            Cut::Stall(n) | Cut::Error(n, _) | Cut::Corrupt(n) | Cut::Reset(n) => Some(*n),
+        }
+    }
+}
+
 fn json_response(status: u16, text: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
+    let mut resp = Response::new(full(text));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         "content-type",
@@ -325,69 +500,104 @@ fn json_response(status: u16, text: String) -> Response<Body> {
     resp
 }
 
-/// A normal answer for `api`; `stall_after` cuts a stream short and leaves it open.
-fn answer(
-    api: Api,
-    body: &Value,
-    options: &MockOptions,
-    stall_after: Option<usize>,
-    guard: InFlight,
-) -> Response<Body> {
-    let reply = wire::reply_text(body, &options.reply);
-    let streaming = body["stream"] == true || stall_after.is_some();
-    if streaming && matches!(api, Api::OpenAiChat | Api::AnthropicMessages) {
-        let frames: Vec<Bytes> = if api.is_anthropic() {
-            wire::anthropic_stream(body, &reply)
-                .into_iter()
-                .map(|(event, data)| Bytes::from(format!("event: {event}\ndata: {data}\n\n")))
-                .collect()
-        } else {
-            let mut f: Vec<Bytes> = wire::openai_chat_stream(body, &reply)
-                .into_iter()
-                .map(|d| Bytes::from(format!("data: {d}\n\n")))
-                .collect();
-            f.push(Bytes::from_static(b"data: [DONE]\n\n"));
-            f
-        };
-        return stream_response(frames, stall_after, guard);
-    }
-    drop(guard);
-    let value = match api {
-        Api::OpenAiChat => wire::openai_chat(body, &reply),
-        Api::OpenAiCompletion => wire::openai_completion(body, &reply),
-        Api::OpenAiEmbedding => wire::openai_embeddings(body),
-        Api::OpenAiModels => wire::openai_models(),
-        Api::AnthropicMessages => wire::anthropic_message(body, &reply),
-        Api::Unknown => return json_response(404, wire::openai_error(404).to_string()),
-    };
-    json_response(200, value.to_string())
+fn full(text: String) -> Body {
+    Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed()
 }
 
-/// An SSE response fed by a task; the request counts as in flight until the stream ends.
+/// The HTTP response for an answer; a JSON answer cut by `ResetMidStream` sends half its body.
+fn render(route: &Route, answer: Answer, cut: Cut, guard: InFlight) -> Response<Body> {
+    let mut resp = match answer {
+        Answer::Json {
+            status,
+            body,
+            headers,
+        } => {
+            let mut resp = match cut {
+                Cut::Reset(_) => {
+                    let half = Bytes::from(body[..body.len() / 2].to_owned().into_bytes());
+                    let mut r = stream_response(vec![half], Cut::Reset(1), None, guard);
+                    *r.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    r.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
+                _ => {
+                    drop(guard);
+                    json_response(status, body)
+                }
+            };
+            for (name, value) in headers {
+                if let Ok(v) = value.parse() {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+            resp
+        }
+        Answer::Stream(stream) => {
+            let content_type = stream.content_type;
+            let mut resp = stream_response(Vec::new(), cut, Some(stream), guard);
+            resp.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            resp
+        }
+    };
+    if route.api.family() == Family::Bedrock {
+        resp.headers_mut().insert(
+            "x-amzn-requestid",
+            hyper::header::HeaderValue::from_static("6f1b1e3c-0000-4000-8000-00000000mock"),
+        );
+    }
+    resp
+}
+
+/// A body fed by a task; the request counts as in flight until the body ends. `frames` (or
+/// the stream's frames) go out up to the cut, then what the cut says.
 fn stream_response(
     frames: Vec<Bytes>,
-    stall_after: Option<usize>,
+    cut: Cut,
+    stream: Option<answer::Stream>,
     guard: InFlight,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Reset>>(16);
     tokio::spawn(async move {
         let _guard = guard;
-        let limit = stall_after.unwrap_or(usize::MAX);
-        for frame in frames.into_iter().take(limit) {
-            if tx.send(frame).await.is_err() {
+        let frames = match &stream {
+            Some(s) => s.frames.clone(),
+            None => frames,
+        };
+        let limit = cut.after().unwrap_or(usize::MAX);
+        for frame in frames.iter().take(limit) {
+            if tx.send(Ok(frame.clone())).await.is_err() {
                 return;
             }
         }
-        if stall_after.is_some() {
-            // Silent but open, until the client gives up.
-            tx.closed().await;
+        let tail = match (&cut, &stream) {
+            (Cut::Stall(_), _) => {
+                // Silent but open, until the client gives up.
+                tx.closed().await;
+                return;
+            }
+            (Cut::Error(..), Some(s)) => Some(Ok(s.error.clone())),
+            (Cut::Corrupt(n), Some(s)) => frames.get(*n).map(|f| Ok(s.corrupt(f))),
+            (Cut::Reset(_), _) => Some(Err(Reset)),
+            _ => None,
+        };
+        if let Some(item) = tail {
+            let _ = tx.send(item).await;
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let frame = rx.recv().await?;
-        Some((Ok::<_, Infallible>(Frame::data(frame)), rx))
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map(Frame::data), rx))
     });
-    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(body)));
     let headers = resp.headers_mut();
     headers.insert(
         "content-type",
@@ -399,3 +609,7 @@ fn stream_response(
     );
     resp
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

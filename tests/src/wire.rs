@@ -1,6 +1,13 @@
 //! What the mock answers, in each provider's wire format. Pure functions of the request, so
-//! the same request always gets the same answer.
+//! the same request always gets the same answer. OpenAI and Anthropic live here; Bedrock,
+//! Vertex AI (Gemini) and Cohere each have a file of their own, sharing the reply rules below
+//! (`echo:`, the `tool:NAME {json}` marker, tool results, limits).
 
+pub mod bedrock;
+pub mod cohere;
+pub mod vertex;
+
+use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 
 /// Which API a request path belongs to.
@@ -11,13 +18,127 @@ pub enum Api {
     OpenAiEmbedding,
     OpenAiModels,
     AnthropicMessages,
+    /// `POST /model/{modelId}/converse`
+    BedrockConverse,
+    /// `POST /model/{modelId}/converse-stream`
+    BedrockConverseStream,
+    /// `POST /model/{modelId}/invoke` (embeddings, or an Anthropic body)
+    BedrockInvoke,
+    /// Any other `/model/{modelId}/...`
+    BedrockUnknown,
+    /// `.../publishers/google/models/{m}:generateContent`
+    GeminiGenerate,
+    /// `.../publishers/google/models/{m}:streamGenerateContent`
+    GeminiStream,
+    /// `.../publishers/google/models/{m}:predict` (text embeddings)
+    VertexEmbed,
+    /// `.../publishers/anthropic/models/{m}:rawPredict`
+    VertexClaude,
+    /// `.../publishers/anthropic/models/{m}:streamRawPredict`
+    VertexClaudeStream,
+    /// Any other `/v1/projects/...` path
+    VertexUnknown,
+    /// `POST /v2/chat`
+    CohereChat,
+    /// `POST /v2/embed`
+    CohereEmbed,
     Unknown,
+}
+
+/// Whose error bodies (and auth) a path gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    OpenAi,
+    Anthropic,
+    Bedrock,
+    Google,
+    Cohere,
+}
+
+/// A classified path and what it names: the decoded model id (Bedrock, Vertex), project and
+/// location (Vertex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub api: Api,
+    pub model: Option<String>,
+    pub project: Option<String>,
+    pub location: Option<String>,
+}
+
+impl Route {
+    /// Classify a raw (percent-encoded) path.
+    pub fn of(path: &str) -> Route {
+        let plain = |api| Route {
+            api,
+            model: None,
+            project: None,
+            location: None,
+        };
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        if let Some(rest) = path.strip_prefix("/model/") {
+            // The model id is one segment: an ARN's `/` arrives as `%2F`.
+            let (id, op) = rest.split_once('/').unwrap_or((rest, ""));
+            let api = match op.trim_end_matches('/') {
+                "converse" => Api::BedrockConverse,
+                "converse-stream" => Api::BedrockConverseStream,
+                "invoke" => Api::BedrockInvoke,
+                _ => Api::BedrockUnknown,
+            };
+            return Route {
+                model: Some(decode(id)),
+                ..plain(api)
+            };
+        }
+        if path.starts_with("/v1/projects/") || path.starts_with("/v1beta1/projects/") {
+            let segments: Vec<&str> = path.split('/').collect();
+            let after = |name: &str| {
+                segments
+                    .iter()
+                    .position(|s| *s == name)
+                    .and_then(|i| segments.get(i + 1))
+                    .map(|s| decode(s))
+            };
+            let publisher = after("publishers");
+            let (model, method) = match after("models") {
+                Some(m) => match m.rsplit_once(':') {
+                    Some((model, method)) => (Some(model.to_owned()), method.to_owned()),
+                    None => (Some(m), String::new()),
+                },
+                None => (None, String::new()),
+            };
+            let api = match (publisher.as_deref(), method.as_str()) {
+                (Some("google"), "generateContent") => Api::GeminiGenerate,
+                (Some("google"), "streamGenerateContent") => Api::GeminiStream,
+                (Some("google"), "predict") => Api::VertexEmbed,
+                (Some("anthropic"), "rawPredict") => Api::VertexClaude,
+                (Some("anthropic"), "streamRawPredict") => Api::VertexClaudeStream,
+                _ => Api::VertexUnknown,
+            };
+            return Route {
+                api,
+                model,
+                project: after("projects"),
+                location: after("locations"),
+            };
+        }
+        match path.trim_end_matches('/') {
+            "/v2/chat" => return plain(Api::CohereChat),
+            "/v2/embed" => return plain(Api::CohereEmbed),
+            _ => {}
+        }
+        plain(Api::of_openai_or_anthropic(path))
+    }
 }
 
 impl Api {
     /// Classify a path: `/v1/chat/completions`, `/chat/completions`,
-    /// `/openai/deployments/{d}/chat/completions` (Azure), `/v1/messages` (Anthropic), ...
+    /// `/openai/deployments/{d}/chat/completions` (Azure), `/v1/messages` (Anthropic),
+    /// `/model/{id}/converse` (Bedrock), `/v1/projects/...` (Vertex AI), `/v2/chat` (Cohere) ...
     pub fn of(path: &str) -> Api {
+        Route::of(path).api
+    }
+
+    fn of_openai_or_anthropic(path: &str) -> Api {
         let path = path.trim_end_matches('/');
         if path.ends_with("/chat/completions") {
             Api::OpenAiChat
@@ -35,7 +156,41 @@ impl Api {
     }
 
     pub fn is_anthropic(self) -> bool {
-        self == Api::AnthropicMessages
+        self.family() == Family::Anthropic
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Api::AnthropicMessages | Api::VertexClaude | Api::VertexClaudeStream => {
+                Family::Anthropic
+            }
+            Api::BedrockConverse
+            | Api::BedrockConverseStream
+            | Api::BedrockInvoke
+            | Api::BedrockUnknown => Family::Bedrock,
+            Api::GeminiGenerate | Api::GeminiStream | Api::VertexEmbed | Api::VertexUnknown => {
+                Family::Google
+            }
+            Api::CohereChat | Api::CohereEmbed => Family::Cohere,
+            Api::OpenAiChat
+            | Api::OpenAiCompletion
+            | Api::OpenAiEmbedding
+            | Api::OpenAiModels
+            | Api::Unknown => Family::OpenAi,
+        }
+    }
+
+    /// Vertex AI paths, which take Google OAuth2 bearer tokens.
+    pub fn is_vertex(self) -> bool {
+        matches!(
+            self,
+            Api::GeminiGenerate
+                | Api::GeminiStream
+                | Api::VertexEmbed
+                | Api::VertexClaude
+                | Api::VertexClaudeStream
+                | Api::VertexUnknown
+        )
     }
 }
 
@@ -69,7 +224,11 @@ pub fn last_user_text(body: &Value) -> String {
 
 /// The reply: what follows `echo:` in the last user text, else `default`.
 pub fn reply_text(body: &Value, default: &str) -> String {
-    let text = last_user_text(body);
+    echo_or(&last_user_text(body), default)
+}
+
+/// What follows `echo:` in `text`, else `default`.
+pub fn echo_or(text: &str, default: &str) -> String {
     match text.find("echo:") {
         Some(at) => text[at + "echo:".len()..].trim().to_owned(),
         None => default.to_owned(),
@@ -119,6 +278,160 @@ pub fn deltas(reply: &str) -> Vec<String> {
     out
 }
 
+// ---- Reply rules shared by Bedrock, Gemini and Cohere ----
+
+/// A deterministic embedding of `text` with `dims` values in [-1, 1): a hash of the text,
+/// rotated per position (the first 8 are the OpenAI mock's vector).
+pub fn embedding(text: &str, dims: usize) -> Vec<f64> {
+    let seed = text
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31) ^ b as u32);
+    (0..dims as u32)
+        .map(|k| {
+            let h = seed.rotate_left((k % 8) * 4) ^ (k / 8).wrapping_mul(0x9E37_79B9);
+            ((h % 2000) as f64 / 1000.0) - 1.0
+        })
+        .collect()
+}
+
+/// A call of a declared tool, asked for by `tool:NAME {json}` in the last user text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub name: String,
+    /// The JSON after the name (`{}` when there is none).
+    pub input: Value,
+}
+
+/// `tool:NAME {json}` in `text`, when `NAME` is one of `declared`.
+pub fn tool_marker(text: &str, declared: &[&str]) -> Option<ToolCall> {
+    let at = text.find("tool:")?;
+    let rest = text[at + "tool:".len()..].trim_start();
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '{')
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    if !declared.contains(&name) {
+        return None;
+    }
+    // The JSON may be followed by more text: read one value and stop.
+    let input = serde_json::Deserializer::from_str(rest[end..].trim_start())
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    Some(ToolCall {
+        name: name.to_owned(),
+        input,
+    })
+}
+
+/// What the last message of a conversation is, for the reply rules.
+pub enum Last {
+    /// The last user message's text.
+    User(String),
+    /// The text of the tool result(s) the last message carries.
+    ToolResult(String),
+}
+
+/// Why a text reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    End,
+    MaxTokens,
+    StopSequence,
+}
+
+/// What the model "says".
+pub enum Turn {
+    Text { text: String, finish: Finish },
+    Tool(ToolCall),
+}
+
+/// The reply rules: after a tool result, `tool result: <its text>`; a `tool:NAME {json}`
+/// marker naming a declared tool calls it; else `echo:` or `default`. Text is cut before the
+/// first stop sequence, then to `max_tokens` words.
+pub fn decide(
+    last: Last,
+    declared: &[&str],
+    default: &str,
+    max_tokens: Option<u64>,
+    stops: &[&str],
+) -> Turn {
+    let text = match last {
+        Last::ToolResult(result) => format!("tool result: {result}"),
+        Last::User(user) => match tool_marker(&user, declared) {
+            Some(call) => return Turn::Tool(call),
+            None => echo_or(&user, default),
+        },
+    };
+    let (text, finish) = limit(&text, max_tokens, stops);
+    Turn::Text { text, finish }
+}
+
+fn limit(text: &str, max_tokens: Option<u64>, stops: &[&str]) -> (String, Finish) {
+    let mut text = text.to_owned();
+    let mut finish = Finish::End;
+    if let Some(at) = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s))
+        .min()
+    {
+        text.truncate(at);
+        text = text.trim_end().to_owned();
+        finish = Finish::StopSequence;
+    }
+    if let Some(max) = max_tokens {
+        let words: Vec<&str> = text.split(' ').collect();
+        if words.len() as u64 > max {
+            text = words[..max as usize].join(" ");
+            finish = Finish::MaxTokens;
+        }
+    }
+    (text, finish)
+}
+
+/// Words in every `"text"` string of a request, anywhere in it: the prompt's token count.
+pub fn text_tokens(body: &Value) -> u64 {
+    fn walk(v: &Value, n: &mut u64) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) if k == "text" || k == "content" => {
+                            *n += s.split_whitespace().count() as u64
+                        }
+                        other => walk(other, n),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, n)),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    walk(body, &mut n);
+    n.max(1)
+}
+
+/// A JSON text cut in two, so a stream sends tool arguments over more than one delta.
+pub fn halves(json: &str) -> Vec<String> {
+    let mut mid = json.len() / 2;
+    while !json.is_char_boundary(mid) {
+        mid += 1;
+    }
+    vec![json[..mid].to_owned(), json[mid..].to_owned()]
+}
+
+/// The text of a JSON tool result: a string as is, anything else as compact JSON.
+pub fn result_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 // ---- OpenAI ----
 
 pub fn openai_chat(body: &Value, reply: &str) -> Value {
@@ -161,15 +474,9 @@ pub fn openai_embeddings(body: &Value) -> Value {
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            let seed = text
-                .bytes()
-                .fold(7u32, |h, b| h.wrapping_mul(31) ^ b as u32);
-            let vector: Vec<f64> = (0..8)
-                .map(|k| ((seed.rotate_left(k * 4) % 2000) as f64 / 1000.0) - 1.0)
-                .collect();
-            json!({"object": "embedding", "index": i, "embedding": vector})
-        })
+        .map(
+            |(i, text)| json!({"object": "embedding", "index": i, "embedding": embedding(text, 8)}),
+        )
         .collect();
     let p: u64 = inputs.iter().map(|t| tokens(t)).sum();
     json!({
