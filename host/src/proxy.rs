@@ -250,7 +250,14 @@ async fn run_target(
     let (mut outcome, served) = match pre {
         // upstream: the route is resolved here, after the hooks
         PreOutcome::Continue => match gw.upstream.execute(&req).await {
-            Ok((Answer::Full(resp), served)) => (Ok(resp), Some(served)),
+            Ok((Answer::Full(mut resp), served)) => {
+                if req.kind == RequestKind::Embedding
+                    && req.body.get("encoding_format").and_then(Value::as_str) == Some("base64")
+                {
+                    resp.embeddings_to_base64();
+                }
+                (Ok(resp), Some(served))
+            }
             Ok((Answer::Stream(stream), served)) => {
                 ctx.upstream += served.upstream;
                 return Ok(respond_stream(

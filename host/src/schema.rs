@@ -128,6 +128,27 @@ pub struct UnifiedResponse {
 }
 
 impl UnifiedResponse {
+    /// OpenAI's `encoding_format: base64`: every embedding given as numbers becomes its
+    /// little-endian `f32`s in base64. Done here for every provider, since only OpenAI's own
+    /// API makes it (the OpenAI Python SDK asks for it by default).
+    pub fn embeddings_to_base64(&mut self) {
+        use base64::Engine;
+        let Some(Value::Array(data)) = self.body.get_mut("data") else {
+            return;
+        };
+        for item in data {
+            if let Some(e @ Value::Array(_)) = item.get_mut("embedding") {
+                let bytes: Vec<u8> = e
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|v| (v.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                    .collect();
+                *e = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+        }
+    }
+
     pub fn ok(body: Map<String, Value>) -> Self {
         let usage = body.get("usage").and_then(Usage::from_openai);
         UnifiedResponse {
@@ -206,6 +227,21 @@ mod tests {
         ] {
             assert!(chunk(c.clone()).has_content(), "{c}");
         }
+    }
+
+    #[test]
+    fn embeddings_as_base64() {
+        let Value::Object(body) = json!({"object": "list", "data": [
+            {"object": "embedding", "index": 0, "embedding": [1.0, 2.0]},
+            {"object": "embedding", "index": 1, "embedding": "AAAAPwAAoL8AAEBA"},
+        ]}) else {
+            unreachable!()
+        };
+        let mut r = UnifiedResponse::ok(body);
+        r.embeddings_to_base64();
+        assert_eq!(r.body["data"][0]["embedding"], "AACAPwAAAEA=");
+        // Already base64 (OpenAI made it): left as it is.
+        assert_eq!(r.body["data"][1]["embedding"], "AAAAPwAAoL8AAEBA");
     }
 
     #[test]

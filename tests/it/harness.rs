@@ -172,3 +172,77 @@ pub fn text_of(events: &[String]) -> String {
         })
         .collect()
 }
+
+/// The real `switchyard` binary, started on a free port with `cfg`, its stdout and stderr
+/// written to a file; killed when dropped.
+pub struct Binary {
+    pub base: String,
+    pub child: tokio::process::Child,
+    log: std::path::PathBuf,
+    _dir: switchyard_tests::TempDir,
+}
+
+impl Binary {
+    /// `None` outside CI when the binary has not been built (the test command builds it).
+    pub async fn start(mut cfg: Value, env: &[(&str, &str)], rust_log: &str) -> Option<Binary> {
+        let Some(bin) = switchyard_tests::gateway_binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "target/debug/switchyard is missing: run the test command (cargo xtask test)"
+                );
+            }
+            eprintln!("skipped: build the switchyard binary first (cargo xtask test does)");
+            return None;
+        };
+        let dir = switchyard_tests::TempDir::new("binary");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        cfg.as_object_mut()
+            .unwrap()
+            .entry("client")
+            .or_insert_with(|| json!({}))["listen"] = json!(format!("127.0.0.1:{port}"));
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let log = dir.path().join("gateway.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", rust_log)
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if client.get(format!("{base}/health")).send().await.is_ok() {
+                return Some(Binary {
+                    base,
+                    child,
+                    log,
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "gateway binary did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the gateway wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

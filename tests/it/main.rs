@@ -5,6 +5,7 @@
 mod harness;
 
 mod api;
+mod clouds;
 mod engine;
 mod plugins;
 mod python_sdk;

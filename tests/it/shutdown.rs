@@ -1,6 +1,5 @@
 //! Graceful shutdown: stop accepting, finish what is in flight, exit 0.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -43,46 +42,17 @@ async fn in_flight_requests_finish_during_shutdown() {
 /// The real binary, SIGTERM, exit status 0 after the in-flight request is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
-    let Some(bin) = switchyard_tests::gateway_binary() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("target/debug/switchyard is missing: run the test command (cargo xtask test)");
-        }
-        eprintln!("skipped: build the switchyard binary first (cargo xtask test does)");
-        return;
-    };
     let mock = MockUpstream::start().await;
     mock.set_default_behavior(Behavior::Delay(Duration::from_millis(700)));
-    let dir = std::env::temp_dir().join(format!("switchyard-sigterm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let cfg = json!({
-        "client": {"listen": format!("127.0.0.1:{port}"), "shutdown_timeout_in_seconds": 10},
+        "client": {"shutdown_timeout_in_seconds": 10},
         "providers": {"openai": openai_provider(&mock.url())}
     });
-    let path = dir.join("config.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let mut child = tokio::process::Command::new(bin)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Some(mut gw) = crate::harness::Binary::start(cfg, &[], "info").await else {
+        return;
+    };
+    let base = gw.base.clone();
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "gateway binary did not start");
     let call = tokio::spawn({
         let client = client.clone();
         let base = base.clone();
@@ -96,16 +66,16 @@ async fn sigterm_drains_and_exits_zero() {
         }
     });
     assert!(eventually(Duration::from_secs(5), || mock.in_flight() == 1).await);
-    let pid = child.id().unwrap().to_string();
+    let pid = gw.child.id().unwrap().to_string();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(kill.success());
     assert_eq!(call.await.unwrap().unwrap(), 200);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(10), gw.child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    assert!(status.success(), "exit status {status:?}\n{}", gw.log());
 }

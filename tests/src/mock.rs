@@ -23,7 +23,8 @@
 //!   sequences cut before the first match, with the matching finish reason.
 //! - Gemini: `unsafe:` blocks the prompt (`promptFeedback.blockReason: SAFETY`, no
 //!   candidates); `unsafe-candidate:` blocks the answer (`finishReason: SAFETY`, no content).
-//! - Anthropic (and Claude on Vertex) keep their own rule: `use_tool` with tools offered.
+//! - Anthropic (and Claude on Vertex) follow the same rules, and `use_tool` with tools
+//!   offered calls the first tool.
 //!
 //! Tests queue [`Behavior`]s to make the next requests fail in a given way, and read back
 //! what arrived ([`MockUpstream::received`]).

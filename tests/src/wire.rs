@@ -1,7 +1,7 @@
 //! What the mock answers, in each provider's wire format. Pure functions of the request, so
 //! the same request always gets the same answer. OpenAI and Anthropic live here; Bedrock,
 //! Vertex AI (Gemini) and Cohere each have a file of their own, sharing the reply rules below
-//! (`echo:`, the `tool:NAME {json}` marker, tool results, limits).
+//! (`echo:`, the `tool:NAME {json}` marker, tool results, limits), Anthropic's included.
 
 pub mod bedrock;
 pub mod cohere;
@@ -584,28 +584,76 @@ fn tool_input(body: &Value, tool: &Value) -> Value {
     Value::Object(input)
 }
 
+/// What an Anthropic-format model "says": the shared rules (`tool:NAME {json}`, tool
+/// results), plus the older `use_tool` marker that calls the first tool offered.
+fn anthropic_turn(body: &Value, reply: &str) -> (Option<ToolCall>, String) {
+    let declared: Vec<&str> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|ts| ts.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    let last = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|ms| ms.last());
+    let results: Vec<String> = last
+        .and_then(|m| m["content"].as_array())
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_result")
+                .map(|b| match &b["content"] {
+                    Value::Array(_) => content_text(&b["content"]),
+                    other => result_text(other),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !results.is_empty() {
+        return (None, format!("tool result: {}", results.join(" ")));
+    }
+    if let Some(call) = tool_marker(&last_user_text(body), &declared) {
+        return (Some(call), String::new());
+    }
+    if let Some(tool) = wants_tool(body) {
+        let call = ToolCall {
+            name: tool["name"].as_str().unwrap_or("").to_owned(),
+            input: tool_input(body, tool),
+        };
+        return (Some(call), String::new());
+    }
+    (None, reply.to_owned())
+}
+
 pub fn anthropic_message(body: &Value, reply: &str) -> Value {
     let p = prompt_tokens(body);
-    let (content, stop) = match wants_tool(body) {
-        Some(tool) => (
+    let (call, text) = anthropic_turn(body, reply);
+    let (content, stop) = match call {
+        Some(call) => (
             json!([
                 {"type": "text", "text": "Let me check."},
-                {"type": "tool_use", "id": "toolu_mock01", "name": tool["name"], "input": tool_input(body, tool)}
+                {"type": "tool_use", "id": "toolu_mock01", "name": call.name, "input": call.input}
             ]),
             "tool_use",
         ),
-        None => (json!([{"type": "text", "text": reply}]), "end_turn"),
+        None => (json!([{"type": "text", "text": text}]), "end_turn"),
     };
     json!({
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model(body),
         "content": content, "stop_reason": stop, "stop_sequence": null,
-        "usage": {"input_tokens": p, "output_tokens": tokens(reply)}
+        "usage": {"input_tokens": p, "output_tokens": tokens(&text)}
     })
 }
 
 /// `(event, data)` pairs of an Anthropic Messages stream.
 pub fn anthropic_stream(body: &Value, reply: &str) -> Vec<(&'static str, String)> {
     let p = prompt_tokens(body);
+    let (call, text) = anthropic_turn(body, reply);
+    let text = if call.is_some() {
+        "Let me check.".to_owned()
+    } else {
+        text
+    };
     let mut out = vec![
         (
             "message_start",
@@ -623,7 +671,7 @@ pub fn anthropic_stream(body: &Value, reply: &str) -> Vec<(&'static str, String)
         ),
         ("ping", json!({"type": "ping"}).to_string()),
     ];
-    for d in deltas(reply) {
+    for d in deltas(&text) {
         out.push((
             "content_block_delta",
             json!({"type": "content_block_delta", "index": 0,
@@ -635,10 +683,34 @@ pub fn anthropic_stream(body: &Value, reply: &str) -> Vec<(&'static str, String)
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}).to_string(),
     ));
+    let stop = match &call {
+        Some(call) => {
+            out.push((
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block":
+                    {"type": "tool_use", "id": "toolu_mock01", "name": call.name, "input": {}}})
+                .to_string(),
+            ));
+            for part in halves(&call.input.to_string()) {
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1,
+                           "delta": {"type": "input_json_delta", "partial_json": part}})
+                    .to_string(),
+                ));
+            }
+            out.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}).to_string(),
+            ));
+            "tool_use"
+        }
+        None => "end_turn",
+    };
     out.push((
         "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-               "usage": {"output_tokens": tokens(reply)}})
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+               "usage": {"output_tokens": tokens(&text)}})
         .to_string(),
     ));
     out.push(("message_stop", json!({"type": "message_stop"}).to_string()));

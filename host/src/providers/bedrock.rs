@@ -1224,11 +1224,12 @@ fn to_embed(
     let inputs = embed_inputs(src)?;
     match src.get("encoding_format") {
         None | Some(Value::Null) => {}
-        Some(Value::String(f)) if f == "float" => {}
+        // base64 is made from the floats by the gateway for every provider.
+        Some(Value::String(f)) if f == "float" || f == "base64" => {}
         Some(_) => {
             return Err(bad(
                 "encoding_format",
-                "Bedrock embedding models answer with floats; `encoding_format` must be `float`",
+                "`encoding_format` must be `float` or `base64`",
             ))
         }
     }
@@ -2277,7 +2278,7 @@ mod tests {
             ),
             (
                 "cohere.embed-english-v3",
-                json!({"input": "a", "encoding_format": "base64"}),
+                json!({"input": "a", "encoding_format": "int8"}),
                 "encoding_format",
             ),
             (

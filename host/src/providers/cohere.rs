@@ -775,11 +775,14 @@ fn to_embed(req: &UnifiedRequest) -> Result<Map<String, Value>, GatewayError> {
     };
     match field(src, "encoding_format") {
         None => {}
-        Some(v) if v == "float" => {}
-        Some(_) => return Err(bad(
-            "encoding_format",
-            "Cohere embeddings are returned as floats; only `encoding_format: float` is supported",
-        )),
+        // base64 is made from the floats by the gateway for every provider.
+        Some(v) if v == "float" || v == "base64" => {}
+        Some(_) => {
+            return Err(bad(
+                "encoding_format",
+                "`encoding_format` must be `float` or `base64`",
+            ))
+        }
     }
     let mut out = Map::new();
     out.insert("model".into(), Value::String(req.target.model.clone()));
@@ -2210,7 +2213,7 @@ mod tests {
                 "input_type",
             ),
             (
-                json!({"model": "e", "input": "a", "encoding_format": "base64"}),
+                json!({"model": "e", "input": "a", "encoding_format": "int8"}),
                 "encoding_format",
             ),
             (

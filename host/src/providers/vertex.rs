@@ -161,7 +161,7 @@ impl Provider for Vertex {
         let msg = parse_object(&self.name, body)?;
         let model = req.target.model.as_str();
         let out = match req.kind {
-            RequestKind::Embedding => from_predict(&self.name, &msg, &req.body, model)?,
+            RequestKind::Embedding => from_predict(&self.name, &msg, model)?,
             _ if is_claude(model) => from_anthropic(&msg, model),
             _ => from_gemini(&self.name, &msg, model)?,
         };
@@ -304,14 +304,12 @@ fn to_predict(src: &Map<String, Value>) -> Result<Map<String, Value>, GatewayErr
 fn from_predict(
     provider: &str,
     resp: &Map<String, Value>,
-    request: &Map<String, Value>,
     model: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
     let predictions = resp
         .get("predictions")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed(provider, "the answer holds no `predictions`"))?;
-    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let mut data = Vec::with_capacity(predictions.len());
     let mut tokens: u32 = 0;
     for (i, p) in predictions.iter().enumerate() {
@@ -336,12 +334,7 @@ fn from_predict(
             })
             .unwrap_or(0);
         tokens = tokens.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        let embedding = if base64 {
-            Value::String(base64_f32(values))
-        } else {
-            Value::Array(values.clone())
-        };
-        data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
+        data.push(json!({"object": "embedding", "index": i, "embedding": values}));
     }
     let usage = Usage::new(tokens, 0, tokens);
     let out = json!({
@@ -354,34 +347,6 @@ fn from_predict(
         Value::Object(map) => map,
         _ => Map::new(),
     })
-}
-
-/// OpenAI's `encoding_format: base64`: little-endian `f32`s, base64 (standard alphabet,
-/// padded). The OpenAI Python SDK asks for it by default, so it has to work.
-fn base64_f32(values: &[Value]) -> String {
-    let bytes: Vec<u8> = values
-        .iter()
-        .flat_map(|v| (v.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
-        .collect();
-    base64_encode(&bytes)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let byte = |k: usize| chunk.get(k).copied().unwrap_or(0);
-        let b = [byte(0), byte(1), byte(2)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (k, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -722,16 +687,6 @@ mod tests {
         );
         assert_eq!(resp.usage.unwrap().prompt_tokens, 10);
 
-        // The OpenAI Python SDK's default: little-endian f32, base64.
-        let req = request(
-            RequestKind::Embedding,
-            "vertex",
-            json!({"model": "text-embedding-005", "input": ["a", "b"], "encoding_format": "base64"}),
-        );
-        let resp = v.parse_response(&req, PREDICT).unwrap();
-        assert_eq!(resp.body["data"][0]["embedding"], "AACAPwAAAEA=");
-        assert_eq!(resp.body["data"][1]["embedding"], "AAAAPwAAoL8AAEBA");
-
         for bad in [
             &br#"{"predictions": [{"embeddings": {}}]}"#[..],
             br#"{"predictions": [{"embeddings": {"values": [1.0, "x"]}}]}"#,
@@ -749,21 +704,6 @@ mod tests {
             {"embeddings": {"statistics": {"token_count": 99}, "values": []}}]}"#;
         let resp = v.parse_response(&req, huge).unwrap();
         assert_eq!(resp.usage.unwrap().total_tokens, u32::MAX);
-    }
-
-    #[test]
-    fn base64_encoding() {
-        for (input, expected) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (b"fooba", "Zm9vYmE="),
-            (b"foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(input), expected);
-        }
     }
 
     #[test]
