@@ -10,7 +10,7 @@ use http::HeaderName;
 use crate::config::{AzureConfig, ProviderConfig};
 use crate::error::GatewayError;
 use crate::providers::openai::{
-    openai_body, parse_openai_error, parse_openai_response, to_bytes, OpenAiStreamDecoder,
+    openai_body, parse_openai_error, parse_openai_response, OpenAiStreamDecoder,
 };
 use crate::providers::{encode_path_segment, Auth, Provider, StreamDecoder, UpstreamRequest};
 use crate::schema::{RequestKind, UnifiedRequest, UnifiedResponse};
@@ -73,13 +73,11 @@ impl Provider for Azure {
     }
 
     fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
-        let mut body = openai_body(req);
         // The deployment in the URL picks the model; some API versions reject a `model`
         // field that does not match it.
-        body.remove("model");
         Ok(UpstreamRequest::post_json(
             self.url(req.kind, &req.target.model),
-            to_bytes(&body)?,
+            openai_body(req, &["model"])?,
         ))
     }
 

@@ -57,10 +57,9 @@ impl Provider for OpenAiCompatible {
     }
 
     fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
-        let body = openai_body(req);
         Ok(UpstreamRequest::post_json(
             format!("{}{}", self.base_url, req.kind.openai_path()),
-            to_bytes(&body)?,
+            openai_body(req, &[])?,
         ))
     }
 
@@ -81,31 +80,56 @@ impl Provider for OpenAiCompatible {
     }
 }
 
-/// The client's body for an OpenAI-shaped upstream. Streams of chat and completions ask
-/// for a final usage chunk, because usage is what metrics and budgets count; a client's
-/// own `stream_options` win.
-pub(crate) fn openai_body(req: &UnifiedRequest) -> Map<String, Value> {
-    let mut body = req.body.clone();
-    if req.stream
+/// The client's body for an OpenAI-shaped upstream, serialised straight from the request
+/// (no copy of it: a 10 MiB body of many small messages is hundreds of MiB as a tree).
+/// Streams of chat and completions ask for a final usage chunk, because usage is what
+/// metrics and budgets count; a client's own `stream_options` win. `without` names fields
+/// the upstream must not get (Azure's `model`).
+pub(crate) fn openai_body(req: &UnifiedRequest, without: &[&str]) -> Result<Bytes, GatewayError> {
+    let extra = (req.stream
         && matches!(req.kind, RequestKind::Chat | RequestKind::Completion)
-        && !body.contains_key("stream_options")
-    {
-        body.insert(
-            "stream_options".to_owned(),
-            serde_json::json!({"include_usage": true}),
-        );
+        && !req.body.contains_key("stream_options"))
+    .then(|| serde_json::json!({"include_usage": true}));
+    struct Body<'a> {
+        map: &'a Map<String, Value>,
+        without: &'a [&'a str],
+        extra: Option<Value>,
     }
-    body
+    impl serde::Serialize for Body<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let kept = self
+                .map
+                .iter()
+                .filter(|(k, _)| !self.without.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), v));
+            s.collect_map(kept.chain(self.extra.as_ref().map(|v| ("stream_options", v))))
+        }
+    }
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(
+        &mut out,
+        &Body {
+            map: &req.body,
+            without,
+            extra,
+        },
+    )
+    .map_err(serialize_error)?;
+    Ok(Bytes::from(out))
+}
+
+fn serialize_error(e: serde_json::Error) -> GatewayError {
+    GatewayError::gateway(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        format!("could not serialize the upstream request: {e}"),
+    )
 }
 
 pub(crate) fn to_bytes(body: &Map<String, Value>) -> Result<Bytes, GatewayError> {
-    serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
-        GatewayError::gateway(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("could not serialize the upstream request: {e}"),
-        )
-    })
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(serialize_error)
 }
 
 /// A 2xx body (or stream event) that the gateway cannot read. Not retryable: the same
