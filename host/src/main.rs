@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use switchyard::config::{validate::ProcessEnv, Config};
 
+/// jemalloc returns what a burst of large requests freed to the OS within seconds (glibc's
+/// arenas kept it resident); the background thread does the purging off the request path.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE: &str = "usage: switchyard [--config PATH] [--check]\n  --config PATH  config file (default: config.json)\n  --check        validate the config and exit";
 
 #[tokio::main]
