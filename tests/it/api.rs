@@ -129,6 +129,69 @@ async fn client_errors_say_what_and_where() {
     let (s, b) = gw.chat(json!({"model": "openai/gpt-4o"})).await;
     assert_eq!(s, 400);
     assert_eq!(b["error"]["param"], "messages");
+    // Malformed shapes are refused with the field's path, before any plugin or provider.
+    let shapes = [
+        (
+            json!({"model": "openai/gpt-4o", "messages": ["mail jane.doe@example.com now"]}),
+            "messages[0]",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": {"text": "hi"}}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "messages": user("x"), "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "messages": user("x"), "max_tokens": 5_000_000_000u64}),
+            "max_tokens",
+        ),
+    ];
+    for (body, field) in shapes {
+        let (s, b) = gw.chat(body.clone()).await;
+        assert_eq!(s, 400, "{body} -> {b}");
+        assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(field), "{body}: {msg}");
+    }
+    for text in ["[1, 2]", "\"a string\""] {
+        let r = post(text.into()).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let b: Value = r.json().await.unwrap();
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("JSON object"), "{text}: {msg}");
+        assert!(!msg.contains("invalid type"), "serde's words leaked: {msg}");
+    }
+    // GET on a POST route, and a path that does not exist: OpenAI's error shape too.
+    let r = gw
+        .client
+        .get(gw.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("GET"),
+        "{b}"
+    );
+    let r = gw.client.post(gw.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let b: Value = r.json().await.unwrap();
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/nothing"),
+        "{b}"
+    );
     // No request reached the upstream.
     assert_eq!(mock.count(), 0);
 }

@@ -97,6 +97,16 @@ pub enum Behavior {
     ResetMidStream { after_chunks: usize },
     /// Never answer (until the client goes away).
     Hang,
+    /// Fail `percent` % of requests, chosen by a fixed pseudo-random sequence over the
+    /// mock's request count (so a run is repeatable): in turn a 500, a 503, a 429 without
+    /// `Retry-After`, a 502, and a reset connection. The rest answer normally.
+    Flaky { percent: u8 },
+    /// Answer 200 with a chunked JSON body of `bytes` bytes (no `content-length`), padding
+    /// inside the message text.
+    Oversize { bytes: usize },
+    /// Send the answer's headers, then `delay` between each of its frames (a JSON answer in
+    /// 64-byte pieces).
+    Trickle { delay: Duration },
 }
 
 /// One request as the mock received it.
@@ -162,6 +172,8 @@ struct Shared {
     sigv4_failures: AtomicUsize,
     bearer_failures: AtomicUsize,
     key_failures: AtomicUsize,
+    /// Requests seen by [`Behavior::Flaky`].
+    flaky: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -468,7 +480,98 @@ async fn handle(
             std::future::pending::<()>().await;
             Err(Reset)
         }
+        Behavior::Flaky { percent } => {
+            let n = shared.flaky.fetch_add(1, Ordering::SeqCst) as u64;
+            let roll = splitmix64(n);
+            if roll % 100 >= u64::from(percent) {
+                return Ok(render(&route, normal(Cut::None), Cut::None, guard));
+            }
+            let status = match (roll / 100) % 5 {
+                0 => 500,
+                1 => 503,
+                2 => 429,
+                3 => 502,
+                _ => return Err(Reset),
+            };
+            Ok(render(
+                &route,
+                answer::error(route.api, status, None, None),
+                Cut::None,
+                guard,
+            ))
+        }
+        Behavior::Oversize { bytes } => Ok(oversize(bytes, guard)),
+        Behavior::Trickle { delay } => {
+            let answer = normal(Cut::None);
+            Ok(trickle(answer, delay, guard))
+        }
     }
+}
+
+/// SplitMix64: a fixed, well-spread sequence from a counter.
+fn splitmix64(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A 200 JSON chat answer of about `bytes` bytes, sent chunked in 64 KiB pieces.
+fn oversize(bytes: usize, guard: InFlight) -> Response<Body> {
+    let head = r#"{"id":"chatcmpl-big","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":""#;
+    let tail = r#""}}]}"#;
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let mut frames = vec![Bytes::from_static(head.as_bytes())];
+    let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(piece.len());
+        frames.push(piece.slice(..n));
+        left -= n;
+    }
+    frames.push(Bytes::from_static(tail.as_bytes()));
+    let mut resp = stream_response(frames, Cut::None, None, guard);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The answer with `delay` before each frame (JSON: each 64-byte piece).
+fn trickle(answer: Answer, delay: Duration, guard: InFlight) -> Response<Body> {
+    let (frames, content_type, status) = match answer {
+        Answer::Json { status, body, .. } => (
+            Bytes::from(body.into_bytes())
+                .chunks(64)
+                .map(Bytes::copy_from_slice)
+                .collect::<Vec<_>>(),
+            "application/json",
+            status,
+        ),
+        Answer::Stream(s) => (s.frames.clone(), s.content_type, 200),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Reset>>(1);
+    tokio::spawn(async move {
+        let _guard = guard;
+        for f in frames {
+            tokio::time::sleep(delay).await;
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map(Frame::data), rx))
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
 }
 
 /// Where a stream stops being normal: after `n` frames it stalls, sends the provider's
@@ -591,6 +694,11 @@ fn stream_response(
             _ => None,
         };
         if let Some(item) = tail {
+            if item.is_err() && limit > 0 {
+                // Let what was sent reach the wire first: hyper drops unflushed frames when
+                // the body fails, which would make a mid-stream reset a reset before it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let _ = tx.send(item).await;
         }
     });
