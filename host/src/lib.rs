@@ -9,7 +9,8 @@
 //! `server` (listener, start-up) → `routes` (HTTP, dialects) → `proxy` (the phases: resolve,
 //! pre-hooks, upstream, post-hooks, respond, finish) → `plugins` and `upstream` (queue,
 //! keys, credentials, transport, framing) → `providers` (pure translation). `config`,
-//! `schema`, `error` and `metrics` are shared by all.
+//! `schema`, `error` and `metrics` are shared by all; `reload` swaps the serving gateway
+//! when the config file changes.
 
 // GatewayError carries the whole OpenAI error (type, code, param, attempts) so every phase
 // can answer with it; boxing it would cost an allocation on each error for no gain.
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod schema;
 pub mod server;
@@ -30,4 +32,4 @@ pub use config::Config;
 pub use error::GatewayError;
 pub use proxy::Gateway;
 pub use routes::build_router;
-pub use server::serve;
+pub use server::{serve, serve_file};

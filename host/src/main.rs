@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    match switchyard::serve(config).await {
+    match switchyard::serve_file(config, &path).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard: {e}");

@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::GatewayError;
 use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
+use crate::reload::Live;
 use crate::schema::{RequestKind, UnifiedResponse};
 
 /// The terminating frame of an OpenAI stream.
@@ -64,17 +65,43 @@ impl<G: Unpin> http_body::Body for Held<G> {
     }
 }
 
-/// What the handlers share: the gateway, and the places of `client.max_in_flight`.
+/// What the handlers share: the gateway current when the request arrived (it keeps it to
+/// its end, whatever a config reload does meanwhile), the reload state, and the places of
+/// `client.max_in_flight`.
 #[derive(Clone)]
 struct Http {
     gw: Arc<Gateway>,
+    live: Arc<Live>,
     in_flight: Arc<Semaphore>,
 }
 
+/// The router's state; each request's [`Http`] is taken from it when the request arrives.
+#[derive(Clone)]
+struct AppState {
+    live: Arc<Live>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl FromRef<AppState> for Http {
+    fn from_ref(s: &AppState) -> Http {
+        Http {
+            gw: s.live.current(),
+            live: s.live.clone(),
+            in_flight: s.in_flight.clone(),
+        }
+    }
+}
+
+/// The router for a gateway whose config never reloads.
 pub fn build_router(gw: Arc<Gateway>) -> Router {
-    let http = Http {
-        in_flight: Arc::new(Semaphore::new(gw.config.client.max_in_flight)),
-        gw,
+    build_live_router(Live::new(gw))
+}
+
+/// The router over `live`: every request is served by the gateway current when it arrives.
+pub fn build_live_router(live: Arc<Live>) -> Router {
+    let state = AppState {
+        in_flight: Arc::new(Semaphore::new(live.current().config.client.max_in_flight)),
+        live,
     };
     Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -89,7 +116,7 @@ pub fn build_router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(http)
+        .with_state(state)
 }
 
 /// The request body, within `client.max_request_body_bytes` and
@@ -300,7 +327,7 @@ async fn models(State(Http { gw, .. }): State<Http>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
+async fn health(State(Http { gw, live, .. }): State<Http>) -> Json<Value> {
     let providers: Vec<Value> = gw
         .upstream
         .providers()
@@ -329,11 +356,13 @@ async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
     let degraded = providers.iter().any(|p| p["available"] == false)
         || plugins
             .iter()
-            .any(|p| p.state != "ready" && p.state != "disabled");
+            .any(|p| p.state != "ready" && p.state != "disabled")
+        || live.refused_last();
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "providers": providers,
         "plugins": plugins,
+        "config": live.health(),
     }))
 }
 

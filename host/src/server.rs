@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::proxy::Gateway;
-use crate::routes::build_router;
+use crate::reload::Live;
+use crate::routes::build_live_router;
 use crate::upstream::Upstream;
 
 mod conn;
@@ -61,6 +62,7 @@ pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
 pub struct Server {
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    live: Arc<Live>,
 }
 
 impl Server {
@@ -70,7 +72,17 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Server { listener, gateway })
+        let live = Live::new(gateway.clone());
+        Ok(Server {
+            listener,
+            gateway,
+            live,
+        })
+    }
+
+    /// The serving gateway and its reload state (tests apply configs through it).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -96,7 +108,7 @@ impl Server {
             idle: client.idle_timeout,
             write: client.write_timeout,
         };
-        let app = build_router(self.gateway);
+        let app = build_live_router(self.live.clone());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The idle and header limits are the connection wrapper's; hyper's own header
         // timer would cut idle keep-alive connections at the header limit.
@@ -188,5 +200,18 @@ pub async fn shutdown_signal() {
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr(), "switchyard listening");
+    server.run(shutdown_signal()).await
+}
+
+/// [`serve`] `config`, read from `path`, reloading it on SIGHUP and when the file changes.
+pub async fn serve_file(config: Config, path: &std::path::Path) -> Result<(), StartupError> {
+    let server = Server::bind(config).await?;
+    server.live.started_from(path);
+    crate::reload::watch(
+        &server.live,
+        path.to_path_buf(),
+        Arc::new(crate::config::validate::ProcessEnv),
+    );
+    tracing::info!(addr = %server.local_addr(), config = %path.display(), "switchyard listening; config reloads on change and SIGHUP");
     server.run(shutdown_signal()).await
 }

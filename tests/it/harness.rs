@@ -178,6 +178,8 @@ pub fn text_of(events: &[String]) -> String {
 pub struct Binary {
     pub base: String,
     pub child: tokio::process::Child,
+    /// The config file it was started with (tests rewrite it to reload).
+    pub config: std::path::PathBuf,
     log: std::path::PathBuf,
     _dir: switchyard_tests::TempDir,
 }
@@ -225,6 +227,7 @@ impl Binary {
                 return Some(Binary {
                     base,
                     child,
+                    config: path,
                     log,
                     _dir: dir,
                 });

@@ -10,5 +10,6 @@ mod engine;
 mod faults;
 mod plugins;
 mod python_sdk;
+mod reload;
 mod shutdown;
 mod streaming;

@@ -1,0 +1,185 @@
+//! Config reload without a restart, on the real binary: a changed `config.json` (and SIGHUP)
+//! applies providers, keys and queue sizes; requests in flight and queued finish on the
+//! config they started with; an invalid file changes nothing and says why.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard_tests::mock::{Behavior, MockUpstream};
+
+use crate::harness::{user, Binary};
+
+fn provider(mock: &MockUpstream, key: &str, concurrency: usize) -> Value {
+    json!({
+        "keys": [{"value": key, "models": [], "weight": 1.0}],
+        "network_config": {"base_url": format!("{}/v1", mock.url()), "max_retries": 0},
+        "concurrency_and_buffer_size": {"concurrency": concurrency, "buffer_size": 10}
+    })
+}
+
+/// Write `cfg` (keeping the port the binary listens on) over the binary's config file, by
+/// rename as deployment tools do.
+fn rewrite(bin: &Binary, mut cfg: Value) {
+    let text = std::fs::read_to_string(&bin.config).unwrap();
+    let old: Value = serde_json::from_str(&text).unwrap();
+    cfg["client"]["listen"] = old["client"]["listen"].clone();
+    let tmp = bin.config.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    std::fs::rename(&tmp, &bin.config).unwrap();
+}
+
+async fn health(client: &reqwest::Client, bin: &Binary) -> Value {
+    client
+        .get(bin.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Wait until `/health` satisfies `f`; panics with the last answer after `limit`.
+async fn until(client: &reqwest::Client, bin: &Binary, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = health(client, bin).await;
+        if f(&h) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached: {h}\n{}",
+            bin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn chat(client: &reqwest::Client, bin: &Binary, text: &str) -> (u16, Value) {
+    let r = client
+        .post(bin.url("/v1/chat/completions"))
+        .json(&json!({"model": "openai/gpt-4o", "messages": user(text)}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_apply_without_a_restart() {
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    a.set_default_behavior(Behavior::Delay(Duration::from_millis(700)));
+    let first = json!({"providers": {"openai": provider(&a, "sk-first-key-0001", 1)}});
+    let Some(mut bin) = Binary::start(first, &[], "info").await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let h = health(&client, &bin).await;
+    assert_eq!(h["config"]["generation"], 1, "{h}");
+
+    // Four requests on the old config: one at the upstream, three queued (concurrency 1).
+    let old_calls: Vec<_> = (0..4)
+        .map(|i| {
+            let client = client.clone();
+            let url = bin.url("/v1/chat/completions");
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .json(&json!({"model": "openai/gpt-4o", "messages": user(&format!("echo:old {i}"))}))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    until(&client, &bin, |h| {
+        h["providers"][0]["queue_depth"].as_u64() == Some(3)
+    })
+    .await;
+
+    // A new upstream, a new key and a bigger queue.
+    rewrite(
+        &bin,
+        json!({"providers": {"openai": provider(&b, "sk-second-key-0002", 4)}}),
+    );
+    let h = until(&client, &bin, |h| h["config"]["generation"] == 2).await;
+    let last = &h["config"]["last_reload"];
+    assert_eq!(last["applied"], true, "{h}");
+    assert_eq!(last["trigger"], "file changed", "{h}");
+    assert!(
+        last["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "providers.openai: changed"),
+        "{h}"
+    );
+    assert_eq!(h["providers"][0]["concurrency"], 4, "{h}");
+    let (s, body) = chat(&client, &bin, "echo:new").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(b.count(), 1);
+    let got = &b.received()[0];
+    assert_eq!(
+        got.header("authorization"),
+        Some("Bearer sk-second-key-0002")
+    );
+    // The old requests were neither dropped nor moved: all four answered by the old upstream.
+    for c in old_calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(a.count(), 4);
+    assert!(a
+        .received()
+        .iter()
+        .all(|r| r.header("authorization") == Some("Bearer sk-first-key-0001")));
+
+    // An invalid file changes nothing, and says what is wrong where.
+    rewrite(
+        &bin,
+        json!({"providers": {"openai": {
+            "keys": [{"value": "sk-third", "models": [], "weight": 1.0}],
+            "network_config": {"base_ulr": "http://127.0.0.1:9/v1"}
+        }}}),
+    );
+    let h = until(&client, &bin, |h| {
+        h["config"]["last_reload"]["applied"] == false
+    })
+    .await;
+    assert_eq!(h["config"]["generation"], 2, "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    let problems = h["config"]["last_reload"]["problems"].to_string();
+    assert!(
+        problems.contains("providers.openai.network_config") && problems.contains("base_ulr"),
+        "{problems}"
+    );
+    assert!(!problems.contains("sk-third"), "{problems}");
+    let (s, _) = chat(&client, &bin, "echo:still served").await;
+    assert_eq!(s, 200);
+    assert_eq!(b.count(), 2, "the running config keeps serving");
+    assert!(bin.log().contains("config reload refused"), "{}", bin.log());
+
+    // Fixed again, then SIGHUP reloads the same file once more.
+    rewrite(
+        &bin,
+        json!({"providers": {"openai": provider(&a, "sk-first-key-0001", 2)}}),
+    );
+    a.set_default_behavior(Behavior::Normal);
+    until(&client, &bin, |h| h["config"]["generation"] == 3).await;
+    let pid = bin.child.id().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let h = until(&client, &bin, |h| h["config"]["generation"] == 4).await;
+    assert_eq!(h["config"]["last_reload"]["trigger"], "SIGHUP", "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    let (s, _) = chat(&client, &bin, "echo:back").await;
+    assert_eq!(s, 200);
+    assert_eq!(a.count(), 5);
+    // The process is still the one started at the beginning.
+    assert!(bin.child.try_wait().unwrap().is_none());
+}
