@@ -2,8 +2,10 @@
 //! the project's own mock upstream, measured with `oha` (installed from crates.io into
 //! `build/tools`), and written to `docs/benchmarks.md`.
 //!
-//! Three targets in one run: (a) the mock directly, (b) the gateway with no plugins, (c) the
-//! gateway with the three example plugins (metrics, rate-limit, redact) on every request.
+//! Five targets in one run: (a) the mock directly, (n) nginx as a plain reverse proxy in front
+//! of it, (r) crabllm (another Rust LLM gateway) in front of it, (b) the gateway with no
+//! plugins, (c) the gateway with the three example plugins (metrics, rate-limit, redact) on
+//! every request. The peers are set up by `peers.rs`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,9 @@ const OHA_VERSION: &str = "1.16.0";
 const MOCK_ADDR: &str = "127.0.0.1:18090";
 const PLAIN_GW: &str = "127.0.0.1:18081";
 const PLUGIN_GW: &str = "127.0.0.1:18082";
+const NGINX_PLAIN: &str = "127.0.0.1:18083";
+const NGINX_STREAM: &str = "127.0.0.1:18084";
+const CRABLLM: &str = "127.0.0.1:18085";
 /// Tokens per streamed answer in the streaming runs.
 const STREAM_WORDS: usize = 20;
 
@@ -161,6 +166,43 @@ pub fn bench(args: &[String]) -> Result<()> {
         &mut a,
     )?;
     rows.push(("(a) mock directly", a));
+
+    let upstreams = crate::peers::Upstreams {
+        plain: MOCK_ADDR,
+        stream: "127.0.0.1:18091",
+    };
+    {
+        let (nginx, version) = crate::peers::start_nginx(&upstreams, NGINX_PLAIN, NGINX_STREAM)?;
+        let label = "(n) nginx reverse proxy";
+        eprintln!("== {label} ({version})");
+        let url = format!("http://{NGINX_PLAIN}/v1/chat/completions");
+        crate::peers::check_answers(&url, &direct_body)?;
+        let mut f = measure(&oha, &plan, &url, &direct_body)?;
+        let stream_url = format!("http://{NGINX_STREAM}/v1/chat/completions");
+        stream_run(&oha, &plan, &stream_url, &stream_direct, &mut f)?;
+        drop(nginx);
+        rows.push((label, f));
+    }
+    {
+        let crab = crate::peers::start_crabllm(&upstreams, CRABLLM)?;
+        let pid = crab.0.id();
+        let label = "(r) crabllm 0.0.25";
+        eprintln!("== {label}");
+        let url = format!("http://{CRABLLM}/v1/chat/completions");
+        crate::peers::check_answers(&url, &direct_body)?;
+        let crab_stream = out_dir.join("stream-crabllm.json");
+        std::fs::write(
+            &crab_stream,
+            CHAT_BODY
+                .replace("\"stream\": false", "\"stream\": true")
+                .replace("mock/gpt-4o-mini", "stream-model"),
+        )?;
+        let mut f = measure(&oha, &plan, &url, &direct_body)?;
+        stream_run(&oha, &plan, &url, &crab_stream, &mut f)?;
+        f.peak_rss_mib = peak_rss_mib(pid);
+        drop(crab);
+        rows.push((label, f));
+    }
 
     for (label, cfg, addr) in [
         ("(b) gateway, no plugins", &plain_cfg, PLAIN_GW),
@@ -630,6 +672,44 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
         )?;
     }
     writeln!(md)?;
+    let find = |p: &str| rows.iter().find(|r| r.0.starts_with(p)).map(|r| &r.1);
+    if let (Some(n), Some(r), Some(b), Some(c)) =
+        (find("(n)"), find("(r)"), find("(b)"), find("(c)"))
+    {
+        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
+        writeln!(
+            md,
+            "Ratios within this run (the issue's targets in brackets):"
+        )?;
+        writeln!(md)?;
+        writeln!(md, "| | vs nginx reverse proxy | vs crabllm |")?;
+        writeln!(md, "|---|---|---|")?;
+        writeln!(
+            md,
+            "| (b) closed-loop req/s | {:.2}× [≥ 0.5×] | {:.2}× [≥ 1.5×] |",
+            ratio(b.closed_rps, n.closed_rps),
+            ratio(b.closed_rps, r.closed_rps)
+        )?;
+        writeln!(
+            md,
+            "| (c) closed-loop req/s | {:.2}× [≥ 0.35×] | {:.2}× [≥ 1.2×] |",
+            ratio(c.closed_rps, n.closed_rps),
+            ratio(c.closed_rps, r.closed_rps)
+        )?;
+        writeln!(
+            md,
+            "| (b) stream answers/s | {:.2}× | {:.2}× [≥ 1.5×] |",
+            ratio(b.stream_rps, n.stream_rps),
+            ratio(b.stream_rps, r.stream_rps)
+        )?;
+        writeln!(
+            md,
+            "| (c) stream answers/s | {:.2}× | {:.2}× [≥ 1.2×] |",
+            ratio(c.stream_rps, n.stream_rps),
+            ratio(c.stream_rps, r.stream_rps)
+        )?;
+        writeln!(md)?;
+    }
     writeln!(md, "Method:")?;
     writeln!(
         md,

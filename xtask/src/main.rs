@@ -1,6 +1,7 @@
 //! Build tasks. `cargo xtask test` is the CI entry point; `cargo xtask run` the quick start.
 
 mod bench;
+mod peers;
 mod plugins;
 mod python;
 mod tasks;
@@ -12,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   test              everything CI checks: formatting, lints, plugin builds, every test
   build-plugins     build the example plugins (plugins/build) and the test fixtures
   python-plugin     build the example Python plugin (componentize-py, in .venv)
-  bench [--quick]   overhead, throughput, memory and streaming figures -> docs/benchmarks.md";
+  bench [--quick]   overhead, throughput, memory and streaming figures beside nginx and crabllm -> docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
