@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod dialects;
 pub mod error;
 pub mod metrics;
 pub mod plugins;
