@@ -367,12 +367,14 @@ fn tools(tools: Option<&Value>, out: &mut Map<String, Value>) -> Checked<()> {
         let t = object(&at, t)?;
         match t.get("type").and_then(Value::as_str) {
             Some("function") => {}
-            Some(other) => return Err(bad(
-                &format!("{at}.type"),
-                format!(
+            Some(other) => {
+                return Err(bad(
+                    &format!("{at}.type"),
+                    format!(
                     "'{other}' tools are run by OpenAI itself; the gateway serves 'function' tools"
                 ),
-            )),
+                ))
+            }
             None => return Err(bad(&format!("{at}.type"), "is required")),
         }
         let mut f = Map::new();
