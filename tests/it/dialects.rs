@@ -395,9 +395,10 @@ async fn redact_sees_anthropic_and_responses_requests_and_streams() {
     let dir = switchyard_tests::TempDir::new("plugins");
     dir.install(&redact, "redact.wasm");
     let oa = MockUpstream::start().await;
+    let an = MockUpstream::start().await;
     let gw = Gateway::start(json!({
         "client": {"initial_pool_size": 2},
-        "providers": {"openai": openai_provider(&oa.url())},
+        "providers": {"openai": openai_provider(&oa.url()), "anthropic": anthropic_provider(&an.url(), &[])},
         "plugins": {"directory": dir.path(), "watch": false,
             "entries": [{"name": "redact", "file": "redact.wasm", "on_error": "fail_closed"}]}
     }))
@@ -427,6 +428,19 @@ async fn redact_sees_anthropic_and_responses_requests_and_streams() {
         }
         assert!(answer.contains("[REDACTED_EMAIL]"), "{path}: {answer}");
     }
+    // To Anthropic, whose requests otherwise go as the client wrote them, the plugin's
+    // change is what goes.
+    let r = post("/v1/messages", json!({"model": "anthropic/claude-sonnet-4", "max_tokens": 50,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": secret, "cache_control": {"type": "ephemeral"}}]}]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = an.received().pop().unwrap().body.to_string();
+    assert!(
+        !sent.contains("jane.doe@example.com") && sent.contains("[REDACTED_EMAIL]"),
+        "{sent}"
+    );
+
     // Streamed answers: the provider's own text is redacted chunk by chunk.
     let mock2 = MockUpstream::start_with(switchyard_tests::mock::MockOptions {
         reply: "write to ops@corp.example or 4111 1111 1111 1111".into(),

@@ -902,6 +902,42 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_requests_go_as_written_until_a_plugin_edits_them() {
+        let native = json!({"model": "claude-x", "max_tokens": 10, "top_k": 3,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]});
+        let mut req = request(
+            RequestKind::Chat,
+            "anthropic",
+            json!({"model": "claude-sonnet-4", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}),
+        );
+        req.ingress = crate::schema::Ingress {
+            dialect: Dialect::Anthropic,
+            native: Some(std::sync::Arc::new(native.as_object().unwrap().clone())),
+            headers: vec![("anthropic-beta".into(), "prompt-caching-2024-07-31".into())],
+            edited: false,
+        };
+        let up = anthropic().build_request(&req).unwrap();
+        let mut expected = native.clone();
+        expected["model"] = json!("claude-sonnet-4");
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+        assert_eq!(up.headers["anthropic-beta"], "prompt-caching-2024-07-31");
+        // A plugin changed the text: the unified body is what goes, with the top-level
+        // fields it does not model.
+        req.body["messages"][0]["content"][0]["text"] = json!("[REDACTED]");
+        req.ingress.edited = true;
+        let body: Value =
+            serde_json::from_slice(&anthropic().build_request(&req).unwrap().body).unwrap();
+        assert_eq!(
+            body["messages"][0]["content"][0],
+            json!({"type": "text", "text": "[REDACTED]"})
+        );
+        assert_eq!(body["top_k"], 3);
+        assert_eq!(body["thinking"]["budget_tokens"], 1024);
+        assert_eq!(body["model"], "claude-sonnet-4");
+    }
+
+    #[test]
     fn supports_chat_only() {
         let a = anthropic();
         assert!(a.supports(RequestKind::Chat));
