@@ -75,19 +75,38 @@ async fn three_providers() -> (MockUpstream, MockUpstream, MockUpstream, Gateway
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anthropic_python_sdk_reaches_openai_anthropic_and_bedrock() {
+async fn anthropic_python_sdk_reaches_openai_anthropic_bedrock_and_vertex() {
+    use switchyard_tests::token_server::TokenServer;
     let Some(python) = python() else { return };
-    let (oa, an, aws, gw) = three_providers().await;
+    let oa = MockUpstream::start().await;
+    let an = MockUpstream::start().await;
+    let aws = clouds::bedrock_mock().await;
+    let (tokens, account) = TokenServer::with_account().await;
+    let gcp = MockUpstream::start().await.with_token_server(&tokens);
+    let gw = Gateway::start_with_env(
+        json!({
+            "client": {"model_aliases": {"fast": ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku"]}},
+            "providers": {
+                "openai": openai_provider(&oa.url()),
+                "anthropic": anthropic_provider(&an.url(), &["claude-3-5-haiku"]),
+                "bedrock": clouds::bedrock(&aws.url()),
+                "vertex": clouds::vertex(&gcp.url(), &account.json),
+            }
+        }),
+        &[("TEST_AWS_SECRET", clouds::SECRET)],
+    )
+    .await;
     let models = [
         "openai/gpt-4o-mini",
         "claude-3-5-haiku",
         BEDROCK_CLAUDE,
+        "vertex/claude-3-5-haiku@20241022",
         "fast",
     ];
     let mut args = vec![gw.url("/anthropic")];
     args.extend(models.iter().map(|m| m.to_string()));
     let stdout = run_script(python, "anthropic_sdk_check.py", args).await;
-    assert_eq!(stdout.matches("anthropic ok").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("anthropic ok").count(), 5, "{stdout}");
     assert!(stdout.contains("anthropic errors ok"), "{stdout}");
     // Each provider got its own wire format, with the gateway's key, not the client's.
     let to_anthropic = an.received();
@@ -101,6 +120,15 @@ async fn anthropic_python_sdk_reaches_openai_anthropic_and_bedrock() {
         .all(|r| r.path == "/v1/chat/completions"));
     assert!(aws.received().iter().any(|r| r.path.contains("converse")));
     assert_eq!(aws.sigv4_failures(), 0);
+    // Claude on Vertex gets the client's Anthropic body, model in the path.
+    let to_vertex = gcp.received();
+    assert!(to_vertex
+        .iter()
+        .any(|r| r.path.ends_with(":streamRawPredict")));
+    assert!(to_vertex
+        .iter()
+        .all(|r| r.body.get("model").is_none() && r.body["anthropic_version"].is_string()));
+    assert_eq!(gcp.bearer_failures(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
