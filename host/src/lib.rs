@@ -1,6 +1,7 @@
 //! Switchyard: an AI gateway.
 //!
-//! Clients speak the OpenAI HTTP API to Switchyard; Switchyard routes each request through
+//! Clients speak the OpenAI HTTP API (Chat Completions or Responses) or Anthropic's Messages
+//! API to Switchyard; Switchyard routes each request through
 //! WebAssembly plugins and per-provider queues to OpenAI, Azure OpenAI, Anthropic, AWS
 //! Bedrock, Google Vertex AI, Cohere, Groq, Mistral, Ollama or any OpenAI-compatible
 //! server, with weighted keys, retries and fallbacks.
@@ -9,7 +10,8 @@
 //! `server` (listener, start-up) → `routes` (HTTP, dialects) → `proxy` (the phases: resolve,
 //! pre-hooks, upstream, post-hooks, respond, finish) → `plugins` and `upstream` (queue,
 //! keys, credentials, transport, framing) → `providers` (pure translation). `config`,
-//! `schema`, `error` and `metrics` are shared by all.
+//! `schema`, `error` and `metrics` are shared by all; `dialects` (pure translation of the
+//! other client dialects) is used by `proxy` to read a request and by `routes` to answer it.
 
 // GatewayError carries the whole OpenAI error (type, code, param, attempts) so every phase
 // can answer with it; boxing it would cost an allocation on each error for no gain.

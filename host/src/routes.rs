@@ -1,5 +1,6 @@
-//! The HTTP surface, the only code that names axum: OpenAI-compatible endpoints plus
-//! `/health` and `/metrics`. Handlers take the raw body, hand it to [`proxy::handle`] and
+//! The HTTP surface, the only code that names axum: OpenAI-compatible endpoints, Anthropic
+//! Messages (`/v1/messages`, `/anthropic/v1/messages`), OpenAI Responses (`/v1/responses`),
+//! plus `/health` and `/metrics`. Handlers take the raw body, hand it to [`proxy::handle`] and
 //! render the [`Outcome`] in the client's dialect (JSON with `extra_fields`, or Server-Sent
 //! Events). A panic while handling a request becomes a 500 in the same shape, counted on
 //! `/metrics`, and the gateway keeps serving. [`build_router`] is pure, so router tests
