@@ -92,6 +92,9 @@ pub struct ClientConfig {
     /// `max_in_flight` (default 10000): requests handled at once by the whole gateway;
     /// more get 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// `model_aliases`: a public model name and the `(provider, model)` targets it stands
+    /// for, the first the primary and the rest its fallbacks, in file order.
+    pub model_aliases: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// Built-in provider implementations.

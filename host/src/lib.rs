@@ -1,6 +1,7 @@
 //! Switchyard: an AI gateway.
 //!
-//! Clients speak the OpenAI HTTP API to Switchyard; Switchyard routes each request through
+//! Clients speak the OpenAI HTTP API (Chat Completions or Responses) or Anthropic's Messages
+//! API to Switchyard; Switchyard routes each request through
 //! WebAssembly plugins and per-provider queues to OpenAI, Azure OpenAI, Anthropic, AWS
 //! Bedrock, Google Vertex AI, Cohere, Groq, Mistral, Ollama or any OpenAI-compatible
 //! server, with weighted keys, retries and fallbacks.
@@ -9,14 +10,16 @@
 //! `server` (listener, start-up) → `routes` (HTTP, dialects) → `proxy` (the phases: resolve,
 //! pre-hooks, upstream, post-hooks, respond, finish) → `plugins` and `upstream` (queue,
 //! keys, credentials, transport, framing) → `providers` (pure translation). `config`,
-//! `schema`, `error` and `metrics` are shared by all; `reload` swaps the serving gateway
-//! when the config file changes.
+//! `schema`, `error` and `metrics` are shared by all; `dialects` (pure translation of the
+//! other client dialects) is used by `proxy` to read a request and by `routes` to answer it;
+//! `reload` swaps the serving gateway when the config file changes.
 
 // GatewayError carries the whole OpenAI error (type, code, param, attempts) so every phase
 // can answer with it; boxing it would cost an allocation on each error for no gain.
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod dialects;
 pub mod error;
 pub mod metrics;
 pub mod plugins;

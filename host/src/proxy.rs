@@ -23,13 +23,15 @@ use crate::config::Config;
 use crate::error::{AttemptSummary, Fault, GatewayError};
 use crate::metrics::{Metrics, ModelMetrics, ProviderMetrics, StreamEnd};
 use crate::plugins::{Chain, HookContext, PluginHost, PreOutcome, StreamHookState};
-use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage};
+use crate::schema::{
+    Dialect, RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage,
+};
 use crate::upstream::{Answer, ChunkStream, Served, Upstream};
 
 mod resolve;
 mod validate;
 
-pub use resolve::{hook_context, resolve};
+pub use resolve::{hook_context, resolve, Catalog};
 
 /// What every request shares: the config, the upstream side, the plugins, the metrics.
 pub struct Gateway {
@@ -39,6 +41,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Handles for requests to providers that are not configured.
     unknown: Arc<ProviderMetrics>,
+    /// Model aliases and bare model names.
+    pub catalog: resolve::Catalog,
 }
 
 impl Gateway {
@@ -50,6 +54,7 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             unknown: Arc::new(metrics.unknown_provider()),
+            catalog: resolve::Catalog::new(&config),
             config,
             upstream,
             plugins,
@@ -139,6 +144,18 @@ pub struct RequestCtx {
 
 /// accept → ... → finish for one request of `kind`.
 pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: Bytes) -> Outcome {
+    handle_dialect(gw, Dialect::OpenAi, kind, headers, body).await
+}
+
+/// [`handle`] for a request in `dialect`: only resolve differs (the body is translated to
+/// the unified request there); every later phase is the same for every dialect.
+pub async fn handle_dialect(
+    gw: &Gateway,
+    dialect: Dialect,
+    kind: RequestKind,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Outcome {
     // accept
     let mut ctx = RequestCtx {
         hook: hook_context(headers),
@@ -146,8 +163,21 @@ pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: 
         upstream: Duration::ZERO,
         attempts: Vec::new(),
     };
+    if dialect != Dialect::OpenAi {
+        // Plugins tell the dialect by this header (the WIT request kind stays `chat`).
+        let mut h = ctx.hook.headers.to_vec();
+        h.push((DIALECT_HEADER.to_owned(), dialect.as_str().to_owned()));
+        ctx.hook.headers = h.into();
+    }
     // resolve
-    let (req, fallbacks) = match resolve(kind, &body) {
+    let resolved = match dialect {
+        Dialect::OpenAi => resolve::resolve_with(kind, &body, &gw.catalog),
+        Dialect::Anthropic => {
+            resolve::resolve_anthropic(&body, &gw.catalog, headers, |t| speaks_anthropic(gw, t))
+        }
+        Dialect::Responses => resolve::resolve_responses(&body, &gw.catalog),
+    };
+    let (req, fallbacks) = match resolved {
         Ok(r) => r,
         Err(e) => {
             Finish::new(gw, &ctx, &Target::default()).error(&e);
@@ -232,6 +262,25 @@ pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: 
     }
     Finish::new(gw, &ctx, &first).error(&err);
     Outcome::Error(err)
+}
+
+/// The header plugins see on requests that came in another dialect than OpenAI's:
+/// `anthropic` or `responses`.
+pub const DIALECT_HEADER: &str = "x-switchyard-dialect";
+
+/// Whether `target` is served in Anthropic's own format (an `anthropic` provider, or Claude
+/// on Vertex AI), so an Anthropic request can reach it as the client wrote it.
+fn speaks_anthropic(gw: &Gateway, target: &Target) -> bool {
+    use crate::config::ProviderKind;
+    match gw
+        .upstream
+        .provider(&target.provider)
+        .map(|p| p.config.kind)
+    {
+        Some(ProviderKind::Anthropic) => true,
+        Some(ProviderKind::Vertex) => target.model.starts_with("claude"),
+        _ => false,
+    }
 }
 
 /// One target: pre-hooks → upstream → post-hooks → respond.

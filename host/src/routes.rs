@@ -1,5 +1,6 @@
-//! The HTTP surface, the only code that names axum: OpenAI-compatible endpoints plus
-//! `/health` and `/metrics`. Handlers take the raw body, hand it to [`proxy::handle`] and
+//! The HTTP surface, the only code that names axum: OpenAI-compatible endpoints, Anthropic
+//! Messages (`/v1/messages`, `/anthropic/v1/messages`), OpenAI Responses (`/v1/responses`),
+//! plus `/health` and `/metrics`. Handlers take the raw body, hand it to [`proxy::handle`] and
 //! render the [`Outcome`] in the client's dialect (JSON with `extra_fields`, or Server-Sent
 //! Events). A panic while handling a request becomes a 500 in the same shape, counted on
 //! `/metrics`, and the gateway keeps serving. [`build_router`] is pure, so router tests
@@ -17,13 +18,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
+use crate::dialects::{self, StreamWriter};
 use crate::error::GatewayError;
 use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
 use crate::reload::Live;
-use crate::schema::{RequestKind, UnifiedResponse};
+use crate::schema::{Dialect, RequestKind, UnifiedResponse};
 
 /// The terminating frame of an OpenAI stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -110,6 +112,10 @@ pub fn build_live_router(live: Arc<Live>) -> Router {
         .route("/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
+        .route("/v1/messages", post(anthropic_messages))
+        .route("/anthropic/v1/messages", post(anthropic_messages))
+        .route("/v1/responses", post(responses))
+        .route("/responses", post(responses))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(health))
@@ -171,20 +177,31 @@ fn busy(gw: &Gateway) -> GatewayError {
 }
 
 async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body) -> Response {
+    dispatch_in(http, Dialect::OpenAi, kind, headers, body).await
+}
+
+/// One request in `dialect`, answered in that dialect's shapes, errors included.
+async fn dispatch_in(
+    http: Http,
+    dialect: Dialect,
+    kind: RequestKind,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let gw = &http.gw;
     let Ok(place) = http.in_flight.clone().try_acquire_owned() else {
         gw.metrics.rejected_overloaded.inc();
-        return openai_error(busy(gw), None);
+        return dialect_error(dialect, busy(gw));
     };
     let body = match read_body(gw, body).await {
         Ok(body) => body,
-        Err(e) => return openai_error(e, None),
+        Err(e) => return dialect_error(dialect, e),
     };
-    let handled = AssertUnwindSafe(proxy::handle(gw, kind, &headers, body))
+    let handled = AssertUnwindSafe(proxy::handle_dialect(gw, dialect, kind, &headers, body))
         .catch_unwind()
         .await;
     let resp = match handled {
-        Ok(outcome) => render_openai(outcome),
+        Ok(outcome) => render(dialect, outcome),
         Err(panic) => {
             gw.metrics.panics.inc();
             let what = panic
@@ -193,17 +210,103 @@ async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(panic = %what, "request handler panicked; answered 500");
-            openai_error(
+            dialect_error(
+                dialect,
                 GatewayError::gateway(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     "the gateway failed while handling this request; it has been logged",
                 ),
-                None,
             )
         }
     };
     hold(resp, place)
+}
+
+/// An outcome in the client's dialect.
+fn render(dialect: Dialect, outcome: Outcome) -> Response {
+    match (dialect, outcome) {
+        (Dialect::OpenAi, outcome) => render_openai(outcome),
+        (d, Outcome::Error(e)) => dialect_error(d, e),
+        (Dialect::Anthropic, Outcome::Response { response, served }) => {
+            let mut body = dialects::anthropic::response(&response, &served.target.model);
+            dialect_json(&mut body, response.status, &served)
+        }
+        (Dialect::Anthropic, Outcome::Stream { stream, served }) => dialect_sse(
+            stream,
+            Box::new(dialects::anthropic::AnthropicStream::new(
+                &served.target.model,
+            )),
+            &served.request_id,
+        ),
+        (Dialect::Responses, Outcome::Response { response, served }) => {
+            let mut body = dialects::responses::response(&response, &served.target.model);
+            dialect_json(&mut body, response.status, &served)
+        }
+        (Dialect::Responses, Outcome::Stream { stream, served }) => dialect_sse(
+            stream,
+            Box::new(dialects::responses::ResponsesStream::new(
+                &served.target.model,
+            )),
+            &served.request_id,
+        ),
+    }
+}
+
+/// A dialect's JSON answer, with the gateway's `extra_fields`.
+fn dialect_json(body: &mut Map<String, Value>, status: u16, served: &ServedBy) -> Response {
+    body.insert("extra_fields".to_owned(), served.extra_fields());
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut r = (status, bytes).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    request_id(h, &served.request_id);
+    r
+}
+
+/// A committed stream written by a dialect's [`StreamWriter`].
+fn dialect_sse(stream: proxy::OutStream, writer: Box<dyn StreamWriter>, id: &str) -> Response {
+    let frames = futures_util::stream::unfold(
+        (stream, writer, false),
+        |(mut stream, mut writer, over)| async move {
+            if over {
+                return None;
+            }
+            let (frames, over) = match stream.next().await {
+                Some(StreamItem::Chunk(chunk)) => (writer.chunk(&chunk), false),
+                Some(StreamItem::Error(e)) => (writer.error(&e), true),
+                None => (writer.end(), true),
+            };
+            Some((frames, (stream, writer, over)))
+        },
+    )
+    .flat_map(|frames| futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>)));
+    sse_response(Body::from_stream(frames), id)
+}
+
+/// An error in the dialect's shape, status and gateway headers as for OpenAI.
+fn dialect_error(dialect: Dialect, e: GatewayError) -> Response {
+    match dialect {
+        Dialect::OpenAi | Dialect::Responses => openai_error(e, None),
+        Dialect::Anthropic => {
+            let body = dialects::anthropic::error_body(&e);
+            let mut r = e.into_response();
+            *r.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
+            r
+        }
+    }
+}
+
+async fn responses(State(http): State<Http>, h: HeaderMap, body: Body) -> Response {
+    dispatch_in(http, Dialect::Responses, RequestKind::Chat, h, body).await
+}
+
+async fn anthropic_messages(State(http): State<Http>, h: HeaderMap, body: Body) -> Response {
+    dispatch_in(http, Dialect::Anthropic, RequestKind::Chat, h, body).await
 }
 
 /// An outcome as OpenAI's API would answer it.
@@ -324,6 +427,12 @@ async fn models(State(Http { gw, .. }): State<Http>) -> Json<Value> {
             data.push(json!({"id": format!("{}/*", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
     }
+    let mut aliases: Vec<_> = gw.catalog.aliases().collect();
+    aliases.sort_unstable_by_key(|(a, _)| *a);
+    for (alias, targets) in aliases {
+        let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "switchyard", "targets": targets}));
+    }
     Json(json!({"object": "list", "data": data}))
 }
 
@@ -379,7 +488,7 @@ async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "unknown_url",
         None,
-        format!("no route for {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models", uri.path()),
+        format!("no route for {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/responses, /v1/models", uri.path()),
     )
     .into_response()
 }

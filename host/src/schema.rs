@@ -6,6 +6,8 @@
 //! upstream gets the client's fields through untouched (including ones we do not know),
 //! and only the providers that need a different shape (Anthropic) look inside.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 /// Which OpenAI endpoint a request came in on.
@@ -35,6 +37,46 @@ impl RequestKind {
     }
 }
 
+/// The API dialect a client spoke. Everything inside the gateway is the unified
+/// (OpenAI-shaped) request; the dialect decides how the body was read at the edge and how the
+/// answer is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Dialect {
+    /// OpenAI Chat Completions, Completions, Embeddings.
+    #[default]
+    OpenAi,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+            Dialect::Responses => "responses",
+        }
+    }
+}
+
+/// How a request came in, beyond its unified body: the dialect, and for a provider that
+/// speaks that same dialect natively, the client's own body and headers, so fields the
+/// unified request does not model (Anthropic's `cache_control`, `thinking`, beta headers)
+/// reach it unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct Ingress {
+    pub dialect: Dialect,
+    /// The client's body as parsed (kept only when a target speaks the dialect natively).
+    pub native: Option<Arc<Map<String, Value>>>,
+    /// Client headers to pass to a native provider (`anthropic-beta`).
+    pub headers: Vec<(String, String)>,
+    /// A plugin changed the request: the native body no longer says what it is, so the
+    /// provider translates the unified body instead (top-level unmodelled fields still kept).
+    pub edited: bool,
+}
+
 /// A provider and a model on it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {
@@ -59,6 +101,8 @@ pub struct UnifiedRequest {
     /// The OpenAI-shaped body without the gateway's own fields (`provider`, `fallbacks`);
     /// `model` holds the bare model name of `target`.
     pub body: Map<String, Value>,
+    /// The dialect it came in and what a native provider may use of the original.
+    pub ingress: Ingress,
 }
 
 impl UnifiedRequest {

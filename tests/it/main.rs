@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod clouds;
+mod dialects;
 mod engine;
 mod faults;
 mod plugins;

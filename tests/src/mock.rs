@@ -12,7 +12,7 @@
 //! - Cohere v2: `/v2/chat` (plain and SSE stream), `/v2/embed`; needs a bearer key.
 //!
 //! Replies are deterministic. The text is what follows `echo:` in the last user message,
-//! else [`MockOptions::reply`]. On Bedrock, Gemini and Cohere:
+//! else [`MockOptions::reply`]. On OpenAI chat, Bedrock, Gemini and Cohere:
 //! - `tool:NAME {"json": "args"}` in the last user text, with a tool `NAME` declared, makes
 //!   the model call it with those arguments (Bedrock `toolUse` after a text block, stop
 //!   reason `tool_use`; Gemini a `functionCall` part, `STOP`; Cohere `tool_calls` with a

@@ -434,8 +434,65 @@ pub fn result_text(v: &Value) -> String {
 
 // ---- OpenAI ----
 
+/// What an OpenAI-format model "does" beyond echoing: after `tool` messages it says
+/// `tool result: <their text>`; `tool:NAME {json}` naming a declared function calls it.
+pub enum OpenAiTurn {
+    Text(String),
+    Tool(ToolCall),
+}
+
+pub fn openai_turn(body: &Value, reply: &str) -> OpenAiTurn {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let results: Vec<String> = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] == "tool")
+        .map(|m| content_text(&m["content"]))
+        .collect();
+    if !results.is_empty() {
+        let texts: Vec<String> = results.into_iter().rev().collect();
+        return OpenAiTurn::Text(format!("tool result: {}", texts.join(" ")));
+    }
+    let declared: Vec<&str> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    match tool_marker(&last_user_text(body), &declared) {
+        Some(call) => OpenAiTurn::Tool(call),
+        None => OpenAiTurn::Text(reply.to_owned()),
+    }
+}
+
 pub fn openai_chat(body: &Value, reply: &str) -> Value {
     let p = prompt_tokens(body);
+    if let OpenAiTurn::Tool(call) = openai_turn(body, reply) {
+        return json!({
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": 1_700_000_000u64,
+            "model": model(body),
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_mock01", "type": "function",
+                    "function": {"name": call.name, "arguments": call.input.to_string()}}]},
+                "logprobs": null,
+                "finish_reason": "tool_calls"
+            }],
+            "usage": {"prompt_tokens": p, "completion_tokens": 5, "total_tokens": p + 5}
+        });
+    }
+    let reply = match openai_turn(body, reply) {
+        OpenAiTurn::Text(t) => t,
+        OpenAiTurn::Tool(_) => String::new(),
+    };
+    let reply = reply.as_str();
     let c = tokens(reply);
     json!({
         "id": "chatcmpl-mock",
@@ -509,10 +566,30 @@ pub fn openai_chat_stream(body: &Value, reply: &str) -> Vec<String> {
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    for d in deltas(reply) {
-        out.push(chunk(json!({"content": d}), Value::Null));
+    let turn = openai_turn(body, reply);
+    let reply = match &turn {
+        OpenAiTurn::Text(t) => t.as_str(),
+        OpenAiTurn::Tool(_) => "",
+    };
+    if let OpenAiTurn::Tool(call) = &turn {
+        out.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_mock01", "type": "function",
+                "function": {"name": call.name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for half in halves(&call.input.to_string()) {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": half}}]}),
+                Value::Null,
+            ));
+        }
+        out.push(chunk(json!({}), json!("tool_calls")));
+    } else {
+        for d in deltas(reply) {
+            out.push(chunk(json!({"content": d}), Value::Null));
+        }
+        out.push(chunk(json!({}), json!("stop")));
     }
-    out.push(chunk(json!({}), json!("stop")));
     if body["stream_options"]["include_usage"] == true {
         let p = prompt_tokens(body);
         let c = tokens(reply);

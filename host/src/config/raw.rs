@@ -74,6 +74,9 @@ pub struct RawClient {
     pub write_timeout_in_seconds: Option<u64>,
     pub body_read_timeout_in_seconds: Option<u64>,
     pub max_in_flight: Option<usize>,
+    /// Public model names: each `"provider/model"` or a list of them (primary, then
+    /// fallbacks).
+    pub model_aliases: Option<OrderedMap<serde_json::Value>>,
 }
 
 /// `providers.<name>`.

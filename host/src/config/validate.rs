@@ -12,7 +12,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::raw::{
-    RawClient, RawConfig, RawKey, RawNetwork, RawPluginEntry, RawPlugins, RawProvider, RawProxy,
+    OrderedMap, RawClient, RawConfig, RawKey, RawNetwork, RawPluginEntry, RawPlugins, RawProvider,
+    RawProxy,
 };
 use super::{
     ClientConfig, Config, KeyConfig, NetworkConfig, OnError, PluginEntry, PluginsConfig,
@@ -264,7 +265,7 @@ pub fn validate(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let client = client(&mut ctx, raw.client.unwrap_or_default());
+    let client = client(&mut ctx, raw.client.clone().unwrap_or_default());
     let raw_providers = raw.providers.unwrap_or_default();
     if raw_providers.0.is_empty() {
         ctx.warnings
@@ -284,6 +285,12 @@ pub fn validate(
         }
     }
     let plugins = plugins(&mut ctx, raw.plugins.unwrap_or_default(), base_dir);
+    let mut client = client;
+    client.model_aliases = model_aliases(
+        &mut ctx,
+        raw.client.as_ref().and_then(|c| c.model_aliases.as_ref()),
+        &providers,
+    );
     if ctx.problems.is_empty() {
         Ok((
             Config {
@@ -365,7 +372,69 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         write_timeout,
         body_read_timeout,
         max_in_flight,
+        model_aliases: Vec::new(),
     }
+}
+
+/// `client.model_aliases`: every target `"provider/model"` of a configured provider.
+fn model_aliases(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&OrderedMap<serde_json::Value>>,
+    providers: &[ProviderConfig],
+) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (name, value) in raw.map_or(&[][..], |m| m.0.as_slice()) {
+        let path = format!("client.model_aliases.{name}");
+        if name.is_empty() {
+            ctx.problem(&path, "an alias needs a name");
+            continue;
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            ctx.problem(&path, "duplicate alias");
+            continue;
+        }
+        let items: Vec<(String, &serde_json::Value)> = match value {
+            serde_json::Value::Array(list) if list.is_empty() => {
+                ctx.problem(&path, "must list at least one \"provider/model\"");
+                continue;
+            }
+            serde_json::Value::Array(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}[{i}]"), v))
+                .collect(),
+            v => vec![(path.clone(), v)],
+        };
+        let mut targets = Vec::with_capacity(items.len());
+        for (at, v) in items {
+            let Some(s) = v.as_str() else {
+                ctx.problem(
+                    &at,
+                    "must be \"provider/model\" (a string) or a list of them",
+                );
+                continue;
+            };
+            match s.split_once('/') {
+                Some((p, m)) if !p.is_empty() && !m.is_empty() => {
+                    if providers.iter().any(|c| c.name == p) {
+                        targets.push((p.to_owned(), m.to_owned()));
+                    } else {
+                        let known: Vec<&str> = providers.iter().map(|c| c.name.as_str()).collect();
+                        ctx.problem(
+                            &at,
+                            format!(
+                                "\"{s}\" names provider \"{p}\", which is not configured (providers: {})",
+                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            ),
+                        );
+                    }
+                }
+                _ => ctx.problem(&at, format!("\"{s}\" must be \"provider/model\"")),
+            }
+        }
+        out.push((name.clone(), targets));
+    }
+    out
 }
 
 fn parse_listen(s: &str) -> Option<SocketAddr> {

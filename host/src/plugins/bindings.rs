@@ -315,6 +315,7 @@ pub fn apply_request(
         match serde_json::from_str::<Value>(&new.body_json) {
             Ok(Value::Object(m)) => {
                 req.body = m;
+                req.ingress.edited = true;
                 if let Some(s) = req.body.get("stream").and_then(Value::as_bool) {
                     req.stream = s;
                 }
@@ -330,6 +331,7 @@ pub fn apply_request(
         if sent.messages.get(i).is_some_and(|s| s.text == m.text) {
             continue;
         }
+        req.ingress.edited = true;
         match req.kind {
             RequestKind::Chat => {
                 if let Some(msg) = req
@@ -346,6 +348,11 @@ pub fn apply_request(
         }
     }
     let (s, n) = (&sent.params, &new.params);
+    if (s.max_tokens, s.temperature, s.top_p, s.n, &s.user)
+        != (n.max_tokens, n.temperature, n.top_p, n.n, &n.user)
+    {
+        req.ingress.edited = true;
+    }
     let b = &mut req.body;
     if s.max_tokens != n.max_tokens {
         let key = if b.contains_key("max_completion_tokens") && !b.contains_key("max_tokens") {

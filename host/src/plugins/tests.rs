@@ -35,6 +35,7 @@ fn chat(body: Value) -> UnifiedRequest {
         },
         stream: false,
         body: obj(body),
+        ingress: Default::default(),
     }
 }
 

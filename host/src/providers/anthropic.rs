@@ -18,7 +18,7 @@ use crate::config::ProviderConfig;
 use crate::error::GatewayError;
 use crate::providers::openai::{build_upstream_error, error_text, parse_object, to_bytes};
 use crate::providers::{Auth, Frame, Provider, StreamDecoder, StreamEvent, UpstreamRequest};
-use crate::schema::{RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse, Usage};
+use crate::schema::{Dialect, RequestKind, StreamChunk, UnifiedRequest, UnifiedResponse, Usage};
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually leave it out.
 const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -70,10 +70,20 @@ impl Provider for Anthropic {
                 ),
             ));
         }
-        let body = to_anthropic(req)?;
+        let body = anthropic_body(req)?;
         let mut up =
             UpstreamRequest::post_json(format!("{}/messages", self.base_url), to_bytes(&body)?);
         up.headers.insert("anthropic-version", self.version.clone());
+        if req.ingress.dialect == Dialect::Anthropic {
+            for (name, value) in &req.ingress.headers {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    up.headers.insert(n, v);
+                }
+            }
+        }
         Ok(up)
     }
 
@@ -121,6 +131,50 @@ pub(crate) fn parse_anthropic_error(
 
 fn bad(param: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(Some(param), message)
+}
+
+/// Fields [`to_anthropic`] writes (or leaves out on purpose) from the unified body.
+const MODELLED: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tools",
+    "tool_choice",
+];
+
+/// The `/messages` body for `req`. A request that came in as Anthropic Messages is sent as
+/// the client wrote it (model and `stream` set by the gateway), so what the unified body
+/// does not model (`cache_control`, `thinking`, `top_k`, server tools) arrives unchanged;
+/// once a plugin changed the request, the unified body is translated and only the
+/// top-level unmodelled fields are carried over.
+pub(crate) fn anthropic_body(req: &UnifiedRequest) -> Result<Map<String, Value>, GatewayError> {
+    let native = match &req.ingress.native {
+        Some(n) if req.ingress.dialect == Dialect::Anthropic => n,
+        _ => return to_anthropic(req),
+    };
+    if req.ingress.edited {
+        let mut out = to_anthropic(req)?;
+        for (k, v) in native.iter() {
+            if !MODELLED.contains(&k.as_str()) && !out.contains_key(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let mut out = (**native).clone();
+    out.insert("model".into(), Value::String(req.target.model.clone()));
+    if req.stream {
+        out.insert("stream".into(), Value::Bool(true));
+    } else {
+        out.remove("stream");
+    }
+    Ok(out)
 }
 
 /// Translate an OpenAI chat body to an Anthropic `/messages` body. Claude on Vertex AI
@@ -845,6 +899,42 @@ mod tests {
         let req = request(RequestKind::Chat, "anthropic", body);
         let up = anthropic().build_request(&req)?;
         Ok(serde_json::from_slice(&up.body).unwrap())
+    }
+
+    #[test]
+    fn anthropic_requests_go_as_written_until_a_plugin_edits_them() {
+        let native = json!({"model": "claude-x", "max_tokens": 10, "top_k": 3,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]});
+        let mut req = request(
+            RequestKind::Chat,
+            "anthropic",
+            json!({"model": "claude-sonnet-4", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}),
+        );
+        req.ingress = crate::schema::Ingress {
+            dialect: Dialect::Anthropic,
+            native: Some(std::sync::Arc::new(native.as_object().unwrap().clone())),
+            headers: vec![("anthropic-beta".into(), "prompt-caching-2024-07-31".into())],
+            edited: false,
+        };
+        let up = anthropic().build_request(&req).unwrap();
+        let mut expected = native.clone();
+        expected["model"] = json!("claude-sonnet-4");
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+        assert_eq!(up.headers["anthropic-beta"], "prompt-caching-2024-07-31");
+        // A plugin changed the text: the unified body is what goes, with the top-level
+        // fields it does not model.
+        req.body["messages"][0]["content"][0]["text"] = json!("[REDACTED]");
+        req.ingress.edited = true;
+        let body: Value =
+            serde_json::from_slice(&anthropic().build_request(&req).unwrap().body).unwrap();
+        assert_eq!(
+            body["messages"][0]["content"][0],
+            json!({"type": "text", "text": "[REDACTED]"})
+        );
+        assert_eq!(body["top_k"], 3);
+        assert_eq!(body["thinking"]["budget_tokens"], 1024);
+        assert_eq!(body["model"], "claude-sonnet-4");
     }
 
     #[test]

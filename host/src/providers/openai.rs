@@ -405,6 +405,7 @@ pub(crate) mod tests {
             },
             stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
             body,
+            ingress: Default::default(),
         }
     }
 

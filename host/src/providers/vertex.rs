@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{ProviderConfig, ProviderSettings};
 use crate::error::GatewayError;
 use crate::providers::anthropic::{
-    from_anthropic, parse_anthropic_error, to_anthropic, AnthropicStreamDecoder,
+    anthropic_body, from_anthropic, parse_anthropic_error, AnthropicStreamDecoder,
 };
 use crate::providers::gemini::{from_gemini, parse_google_error, to_gemini, GeminiStreamDecoder};
 use crate::providers::openai::{malformed, parse_object, to_bytes};
@@ -127,7 +127,7 @@ impl Provider for Vertex {
                 (self.url("google", model, "predict"), to_predict(&req.body)?)
             }
             RequestKind::Chat if is_claude(model) => {
-                let mut body = to_anthropic(req)?;
+                let mut body = anthropic_body(req)?;
                 // The model is in the URL; Vertex refuses it in the body.
                 body.remove("model");
                 body.insert(

@@ -1,15 +1,18 @@
 //! Resolve: the client's body parsed into the unified request, with the target provider
 //! and model and the fallback list, every problem named by its field.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderMap};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
+use crate::dialects;
 use crate::error::GatewayError;
 use crate::plugins::HookContext;
-use crate::schema::{RequestKind, Target, UnifiedRequest};
+use crate::schema::{Dialect, RequestKind, Target, UnifiedRequest};
 
 use super::validate::{json_type, validate};
 
@@ -28,6 +31,200 @@ pub fn resolve(
     kind: RequestKind,
     body: &[u8],
 ) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    resolve_with(kind, body, &Catalog::default())
+}
+
+/// [`resolve`] with model names looked up in `catalog` (aliases, bare names).
+pub fn resolve_with(
+    kind: RequestKind,
+    body: &[u8],
+    catalog: &Catalog,
+) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    resolve_map(kind, parse_object(body)?, catalog)
+}
+
+/// What a model name can stand for: `client.model_aliases`, and for a bare name the
+/// providers whose keys list it. Built once from the config.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    aliases: HashMap<String, Vec<Target>>,
+    /// A listed model → the providers whose keys list it, in config order.
+    listed: HashMap<String, Vec<String>>,
+    /// Configured provider names; empty means no config is known (every prefix is taken
+    /// as a provider).
+    providers: Vec<String>,
+}
+
+impl Catalog {
+    pub fn new(config: &Config) -> Catalog {
+        let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+        for p in &config.providers {
+            for m in p.listed_models() {
+                listed.entry(m.to_owned()).or_default().push(p.name.clone());
+            }
+        }
+        Catalog {
+            aliases: config
+                .client
+                .model_aliases
+                .iter()
+                .map(|(name, targets)| {
+                    let t = targets
+                        .iter()
+                        .map(|(provider, model)| Target {
+                            provider: provider.clone(),
+                            model: model.clone(),
+                        })
+                        .collect();
+                    (name.clone(), t)
+                })
+                .collect(),
+            listed,
+            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
+        }
+    }
+
+    /// The targets `model` stands for (an alias may stand for several: the first is the
+    /// primary, the rest its fallbacks). `param` names the field in errors.
+    fn lookup(
+        &self,
+        provider: Option<&str>,
+        model: &str,
+        param: &str,
+    ) -> Result<Vec<Target>, GatewayError> {
+        if let Some(p) = provider {
+            return Ok(vec![Target {
+                provider: p.to_owned(),
+                model: model.to_owned(),
+            }]);
+        }
+        if let Some(targets) = self.aliases.get(model) {
+            return Ok(targets.clone());
+        }
+        let split = model
+            .split_once('/')
+            .filter(|(p, m)| !p.is_empty() && !m.is_empty());
+        if let Some((p, m)) = split {
+            if self.providers.is_empty() || self.providers.iter().any(|c| c == p) {
+                return Ok(vec![Target {
+                    provider: p.to_owned(),
+                    model: m.to_owned(),
+                }]);
+            }
+        }
+        match self.listed.get(model).map(Vec::as_slice) {
+            Some([one]) => Ok(vec![Target {
+                provider: one.clone(),
+                model: model.to_owned(),
+            }]),
+            Some(many) if !many.is_empty() => {
+                let choices: Vec<String> =
+                    many.iter().map(|p| format!("\"{p}/{model}\"")).collect();
+                Err(GatewayError::bad_request(
+                    Some(param),
+                    format!(
+                        "'{param}' is \"{model}\", which the keys of several providers list: write one of {}, or add an alias for it to client.model_aliases",
+                        choices.join(", ")
+                    ),
+                )
+                .with_code("ambiguous_model"))
+            }
+            _ => match split {
+                // An unknown provider prefix: the upstream side says it is not configured.
+                Some((p, m)) => Ok(vec![Target {
+                    provider: p.to_owned(),
+                    model: m.to_owned(),
+                }]),
+                None => Err(self.unknown(model, param)),
+            },
+        }
+    }
+
+    fn unknown(&self, model: &str, param: &str) -> GatewayError {
+        let mut choices: Vec<String> = self.aliases.keys().map(|a| format!("\"{a}\"")).collect();
+        choices.sort_unstable();
+        let mut listed: Vec<String> = self.listed.keys().map(|m| format!("\"{m}\"")).collect();
+        listed.sort_unstable();
+        choices.extend(listed);
+        let known = if choices.is_empty() {
+            String::new()
+        } else {
+            format!("; names served without a provider: {}", choices.join(", "))
+        };
+        GatewayError::bad_request(
+            Some(param),
+            format!(
+                "'{param}' is \"{model}\", which names no provider and no alias: write \"provider/model\" (e.g. \"openai/{model}\") or give 'provider'{known}"
+            ),
+        )
+        .with_code("model_not_found")
+    }
+
+    /// Aliases and the targets they stand for, for `/v1/models`.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &[Target])> {
+        self.aliases.iter().map(|(a, t)| (a.as_str(), t.as_slice()))
+    }
+}
+
+/// resolve for an Anthropic Messages body: checked and translated with Anthropic's field
+/// paths, then resolved like a chat request. `native(target)` says whether a target speaks
+/// Anthropic's format itself: then the client's body (and its `anthropic-beta` header) is
+/// kept for it, and fields only Anthropic serves are allowed.
+pub fn resolve_anthropic(
+    body: &[u8],
+    catalog: &Catalog,
+    headers: &HeaderMap,
+    native: impl Fn(&Target) -> bool,
+) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    let mut src = parse_object(body)?;
+    let translated = dialects::anthropic::to_unified(&src)?;
+    let (mut req, fallbacks) = resolve_map(RequestKind::Chat, translated.body, catalog)?;
+    req.ingress.dialect = Dialect::Anthropic;
+    let primary = native(&req.target);
+    if let Some((path, why)) = translated.native_only {
+        if !primary {
+            return Err(GatewayError::bad_request(
+                Some(&path),
+                format!(
+                    "{path}: {} cannot serve this field ({why}); send it to an Anthropic-format provider (anthropic, or Claude on vertex)",
+                    req.target
+                ),
+            ));
+        }
+    }
+    if primary || fallbacks.iter().any(&native) {
+        for k in dialects::anthropic::GATEWAY_FIELDS {
+            src.remove(*k);
+        }
+        req.ingress.native = Some(std::sync::Arc::new(src));
+        req.ingress.headers = headers
+            .get_all("anthropic-beta")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| ("anthropic-beta".to_owned(), v.to_owned()))
+            .collect();
+    }
+    Ok((req, fallbacks))
+}
+
+/// resolve for an OpenAI Responses body: translated with the Responses field paths, then
+/// resolved like a chat request.
+pub fn resolve_responses(
+    body: &[u8],
+    catalog: &Catalog,
+) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    let src = parse_object(body)?;
+    let (mut req, fallbacks) = resolve_map(
+        RequestKind::Chat,
+        dialects::responses::to_unified(&src)?,
+        catalog,
+    )?;
+    req.ingress.dialect = Dialect::Responses;
+    Ok((req, fallbacks))
+}
+
+/// The body as a JSON object.
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         let what = if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
             "request body is empty; expected a JSON object".to_owned()
@@ -36,19 +233,25 @@ pub fn resolve(
         };
         GatewayError::bad_request(None, what).with_code("invalid_json")
     })?;
-    let mut map = match value {
-        Value::Object(map) => map,
-        other => {
-            return Err(GatewayError::bad_request(
-                None,
-                format!(
-                    "the request body must be a JSON object, got {}",
-                    json_type(&other)
-                ),
-            )
-            .with_code("invalid_json"))
-        }
-    };
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(GatewayError::bad_request(
+            None,
+            format!(
+                "the request body must be a JSON object, got {}",
+                json_type(&other)
+            ),
+        )
+        .with_code("invalid_json")),
+    }
+}
+
+/// resolve for a parsed OpenAI-shaped body.
+pub fn resolve_map(
+    kind: RequestKind,
+    mut map: Map<String, Value>,
+    catalog: &Catalog,
+) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
     let model = match map.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => {
@@ -77,21 +280,27 @@ pub fn resolve(
             ))
         }
     };
-    let target = parse_target(provider_field.as_deref(), &model, "model")?;
-    let fallbacks = match map.remove("fallbacks") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| parse_fallback(i, item))
-            .collect::<Result<_, _>>()?,
+    let mut targets = catalog
+        .lookup(provider_field.as_deref(), &model, "model")?
+        .into_iter();
+    let Some(target) = targets.next() else {
+        return Err(catalog.unknown(&model, "model"));
+    };
+    let mut fallbacks: Vec<Target> = targets.collect();
+    match map.remove("fallbacks") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                fallbacks.extend(parse_fallback(i, item, catalog)?);
+            }
+        }
         Some(other) => {
             return Err(GatewayError::bad_request(
                 Some("fallbacks"),
                 format!("'fallbacks' must be a list, got {}", json_type(&other)),
             ))
         }
-    };
+    }
     let stream = match map.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -116,36 +325,16 @@ pub fn resolve(
             target,
             stream,
             body: map,
+            ingress: Default::default(),
         },
         fallbacks,
     ))
 }
 
-fn parse_target(provider: Option<&str>, model: &str, param: &str) -> Result<Target, GatewayError> {
-    match provider {
-        Some(p) => Ok(Target {
-            provider: p.to_owned(),
-            model: model.to_owned(),
-        }),
-        None => match model.split_once('/') {
-            Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok(Target {
-                provider: p.to_owned(),
-                model: m.to_owned(),
-            }),
-            _ => Err(GatewayError::bad_request(
-                Some(param),
-                format!(
-                    "'{param}' is \"{model}\", which names no provider: write \"provider/model\" (e.g. \"openai/{model}\") or give 'provider'"
-                ),
-            )),
-        },
-    }
-}
-
-fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
+fn parse_fallback(i: usize, item: &Value, catalog: &Catalog) -> Result<Vec<Target>, GatewayError> {
     let param = format!("fallbacks[{i}]");
     match item {
-        Value::String(s) => parse_target(None, s, &param),
+        Value::String(s) => catalog.lookup(None, s, &param),
         Value::Object(o) => {
             let model = o.get("model").and_then(Value::as_str).ok_or_else(|| {
                 GatewayError::bad_request(
@@ -166,7 +355,7 @@ fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
                     ))
                 }
             };
-            parse_target(provider, model, &format!("{param}.model"))
+            catalog.lookup(provider, model, &format!("{param}.model"))
         }
         other => Err(GatewayError::bad_request(
             Some(&param),
@@ -179,6 +368,7 @@ fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
 }
 
 pub fn hook_context(headers: &HeaderMap) -> HookContext {
+    // Anthropic clients send their key as `x-api-key`; it identifies them the same way.
     let client_key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -186,6 +376,7 @@ pub fn hook_context(headers: &HeaderMap) -> HookContext {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(|token| {
             let digest = Sha256::digest(token.trim().as_bytes());
             let mut s = String::with_capacity(19);
@@ -297,5 +488,126 @@ mod tests {
             .headers
             .iter()
             .any(|(n, v)| n == "x-team" && v == "blue"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod catalog_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn catalog() -> Catalog {
+        let env: HashMap<String, String> = HashMap::new();
+        let (cfg, _) = Config::from_json(
+            r#"{"client": {"model_aliases": {"fast": ["groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"], "smart": "openai/gpt-4o"}},
+                "providers": {
+                  "openai": {"keys": [{"value": "k", "models": ["gpt-4o-mini", "gpt-4o"]}]},
+                  "azure": {"keys": [{"value": "k", "models": ["gpt-4o-mini"]}], "meta_config": {"endpoint": "https://x.openai.azure.com", "api_version": "2024-10-21"}},
+                  "groq": {"keys": [{"value": "k", "models": ["llama-3.1-8b-instant"]}]},
+                  "anthropic": {"keys": [{"value": "k", "models": ["claude-3-5-haiku"]}]}
+                }}"#,
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        Catalog::new(&cfg)
+    }
+
+    fn chat(model: &str, extra: &str) -> String {
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"x"}}]{extra}}}"#)
+    }
+
+    #[test]
+    fn bare_names_aliases_and_their_errors() {
+        let c = catalog();
+        let (r, f) = resolve_with(
+            RequestKind::Chat,
+            chat("claude-3-5-haiku", "").as_bytes(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(r.target.to_string(), "anthropic/claude-3-5-haiku");
+        assert!(f.is_empty());
+        // An alias is the primary and its fallbacks, before the request's own.
+        let (r, f) = resolve_with(
+            RequestKind::Chat,
+            chat("fast", r#","fallbacks":["smart"]"#).as_bytes(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(r.target.to_string(), "groq/llama-3.1-8b-instant");
+        assert_eq!(r.body["model"], "llama-3.1-8b-instant");
+        let f: Vec<String> = f.iter().map(ToString::to_string).collect();
+        assert_eq!(f, ["openai/gpt-4o-mini", "openai/gpt-4o"]);
+        // provider/model is untouched.
+        let (r, _) = resolve_with(
+            RequestKind::Chat,
+            chat("azure/gpt-4o-mini", "").as_bytes(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(r.target.provider, "azure");
+        let e =
+            resolve_with(RequestKind::Chat, chat("gpt-4o-mini", "").as_bytes(), &c).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert_eq!(e.code.as_deref(), Some("ambiguous_model"));
+        assert!(
+            e.message.contains("\"openai/gpt-4o-mini\"")
+                && e.message.contains("\"azure/gpt-4o-mini\""),
+            "{}",
+            e.message
+        );
+        let e = resolve_with(RequestKind::Chat, chat("gpt-5", "").as_bytes(), &c).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("model_not_found"));
+        assert!(
+            e.message.contains("\"fast\"") && e.message.contains("\"claude-3-5-haiku\""),
+            "{}",
+            e.message
+        );
+        let e = resolve_with(
+            RequestKind::Chat,
+            chat("smart", r#","fallbacks":["nothing"]"#).as_bytes(),
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("fallbacks[0]"));
+    }
+
+    #[test]
+    fn anthropic_requests_keep_their_body_for_native_targets() {
+        let c = catalog();
+        let body = br#"{"model":"anthropic/claude-3-5-haiku","max_tokens":10,"top_k":3,
+            "messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+        let mut h = HeaderMap::new();
+        h.insert(
+            "anthropic-beta",
+            http::HeaderValue::from_static("prompt-caching-2024-07-31"),
+        );
+        let (r, _) = resolve_anthropic(body, &c, &h, |t| t.provider == "anthropic").unwrap();
+        assert_eq!(r.ingress.dialect, Dialect::Anthropic);
+        let native = r.ingress.native.as_ref().unwrap();
+        assert_eq!(native["top_k"], 3);
+        assert_eq!(
+            r.ingress.headers,
+            [(
+                "anthropic-beta".to_owned(),
+                "prompt-caching-2024-07-31".to_owned()
+            )]
+        );
+        assert!(!r.body.contains_key("top_k"));
+        // Elsewhere a field only Anthropic serves is refused, by its path.
+        let body = br#"{"model":"openai/gpt-4o","max_tokens":10,"top_k":3,"messages":[{"role":"user","content":"hi"}]}"#;
+        let e = resolve_anthropic(body, &c, &h, |t| t.provider == "anthropic").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("top_k"));
+        assert!(
+            e.message.starts_with("top_k: openai/gpt-4o cannot serve"),
+            "{}",
+            e.message
+        );
+        // Nothing native in the chain: the original is not kept.
+        let body = br#"{"model":"openai/gpt-4o","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+        let (r, _) = resolve_anthropic(body, &c, &h, |t| t.provider == "anthropic").unwrap();
+        assert!(r.ingress.native.is_none());
     }
 }
