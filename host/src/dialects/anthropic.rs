@@ -281,6 +281,12 @@ impl Translator {
                 out.push(json!({"role": role, "content": s}));
                 return Ok(());
             }
+            Some(Value::Array(b)) if b.is_empty() && role == "user" => {
+                return Err(bad(
+                    &content_at,
+                    "user messages must have at least one content block",
+                ))
+            }
             Some(Value::Array(b)) => b,
             None | Some(Value::Null) => return Err(bad(&content_at, "Field required")),
             Some(other) => {
@@ -1012,6 +1018,10 @@ pub(crate) mod tests {
             (
                 json!({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]}),
                 "messages.0.role",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": []}]}),
+                "messages.0.content",
             ),
             (
                 json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]}),
