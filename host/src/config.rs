@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+pub mod access;
 pub mod raw;
 pub mod validate;
 
@@ -92,6 +93,9 @@ pub struct ClientConfig {
     /// `max_in_flight` (default 10000): requests handled at once by the whole gateway;
     /// more get 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// `virtual_keys`, `admin_listen`, `admin_token`: who may call, and where the admin
+    /// surfaces are served.
+    pub access: access::AccessConfig,
 }
 
 /// Built-in provider implementations.

@@ -3,7 +3,9 @@
 //! render the [`Outcome`] in the client's dialect (JSON with `extra_fields`, or Server-Sent
 //! Events). A panic while handling a request becomes a 500 in the same shape, counted on
 //! `/metrics`, and the gateway keeps serving. [`build_router`] is pure, so router tests
-//! drive it with `oneshot` and no socket.
+//! drive it with `oneshot` and no socket. The caller is authenticated from the headers
+//! before the body is read ([`crate::access`]); the admin side (`/metrics`, the detailed
+//! `/health`, the status page) is guarded per listener by [`admin`].
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::access::Caller;
 use crate::error::GatewayError;
 use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
 use crate::schema::{RequestKind, UnifiedResponse};
@@ -71,7 +75,22 @@ struct Http {
     in_flight: Arc<Semaphore>,
 }
 
+pub mod admin;
+
+pub use admin::Listener;
+
+/// The router of the public listener (`client.listen`).
 pub fn build_router(gw: Arc<Gateway>) -> Router {
+    router(gw, Listener::Public)
+}
+
+/// The router of the admin listener (`client.admin_listen`): `/health`, `/metrics`, `/ui`.
+pub fn build_admin_router(gw: Arc<Gateway>) -> Router {
+    router(gw, Listener::Admin)
+}
+
+fn router(gw: Arc<Gateway>, listener: Listener) -> Router {
+    let policy = admin::AdminPolicy::new(&gw.config, listener);
     let http = Http {
         in_flight: Arc::new(Semaphore::new(gw.config.client.max_in_flight)),
         gw,
@@ -90,6 +109,7 @@ pub fn build_router(gw: Arc<Gateway>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(http)
+        .layer(axum::middleware::from_fn_with_state(policy, admin::guard))
 }
 
 /// The request body, within `client.max_request_body_bytes` and
@@ -145,6 +165,12 @@ fn busy(gw: &Gateway) -> GatewayError {
 
 async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body) -> Response {
     let gw = &http.gw;
+    // Who is calling, from the headers alone: a client without a valid key is turned
+    // away before its body is read.
+    let caller = match gw.access.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return openai_error(r.into(), None),
+    };
     let Ok(place) = http.in_flight.clone().try_acquire_owned() else {
         gw.metrics.rejected_overloaded.inc();
         return openai_error(busy(gw), None);
@@ -153,7 +179,7 @@ async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body)
         Ok(body) => body,
         Err(e) => return openai_error(e, None),
     };
-    let handled = AssertUnwindSafe(proxy::handle(gw, kind, &headers, body))
+    let handled = AssertUnwindSafe(proxy::handle(gw, &caller, kind, &headers, body))
         .catch_unwind()
         .await;
     let resp = match handled {
@@ -283,24 +309,60 @@ async fn embeddings(State(http): State<Http>, h: HeaderMap, body: Body) -> Respo
     dispatch(http, RequestKind::Embedding, h, body).await
 }
 
-/// The models the config serves, as `provider/model`.
-async fn models(State(Http { gw, .. }): State<Http>) -> Json<Value> {
+/// The models the config serves, as `provider/model`; with virtual keys, those the
+/// caller's key may use.
+async fn models(State(Http { gw, .. }): State<Http>, headers: HeaderMap) -> Response {
+    let caller = match gw.access.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return openai_error(r.into(), None),
+    };
+    let may = |provider: &str, model: &str| caller_may(&caller, provider, model);
     let mut data = Vec::new();
     for p in gw.upstream.providers() {
         let cfg = &p.config;
         let any = cfg.keys.iter().any(|k| k.models.is_empty()) || cfg.keys.is_empty();
         for m in cfg.listed_models() {
+            if !may(&cfg.name, m) {
+                continue;
+            }
             data.push(json!({"id": format!("{}/{m}", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
-        if any {
+        if any && may(&cfg.name, "*") {
             // Every model is allowed; say so without inventing names.
             data.push(json!({"id": format!("{}/*", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
     }
-    Json(json!({"object": "list", "data": data}))
+    // The models a key names, which the providers' lists may not.
+    if let Some(k) = &caller.key {
+        for p in &k.config.models {
+            if let crate::config::access::ModelPattern::Exact { provider, model } = p {
+                let id = format!("{provider}/{model}");
+                if !data.iter().any(|d| d["id"] == id.as_str()) {
+                    data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": provider}));
+                }
+            }
+        }
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
+/// Whether `caller` may use `model` of `provider`; `*` stands for every model, which only
+/// a `*` or `provider/*` pattern allows.
+fn caller_may(caller: &Caller, provider: &str, model: &str) -> bool {
+    use crate::config::access::ModelPattern;
+    let Some(k) = &caller.key else { return true };
+    k.config.models.iter().any(|p| match p {
+        ModelPattern::Any => true,
+        ModelPattern::Provider(p) => p == provider,
+        ModelPattern::Exact { .. } => model != "*" && p.matches(provider, model),
+    })
+}
+
+/// `/health`: the liveness answer for everyone, the details for the admin side.
+async fn health(
+    State(Http { gw, .. }): State<Http>,
+    view: Option<Extension<admin::AdminView>>,
+) -> Json<Value> {
     let providers: Vec<Value> = gw
         .upstream
         .providers()
@@ -330,8 +392,16 @@ async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
         || plugins
             .iter()
             .any(|p| p.state != "ready" && p.state != "disabled");
+    let status = if degraded { "degraded" } else { "ok" };
+    if view.is_none() {
+        return Json(json!({ "status": status }));
+    }
     Json(json!({
-        "status": if degraded { "degraded" } else { "ok" },
+        "status": status,
+        "access": {
+            "mode": if gw.access.required() { "virtual_keys" } else { "open" },
+            "virtual_keys": gw.access.key_count(),
+        },
         "providers": providers,
         "plugins": plugins,
     }))
@@ -346,13 +416,16 @@ async fn metrics(State(Http { gw, .. }): State<Http>) -> Response {
 }
 
 async fn not_found(uri: Uri) -> Response {
+    no_route(uri.path()).into_response()
+}
+
+fn no_route(path: &str) -> GatewayError {
     GatewayError::client(
         StatusCode::NOT_FOUND,
         "unknown_url",
         None,
-        format!("no route for {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models", uri.path()),
+        format!("no route for {path}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models"),
     )
-    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {

@@ -74,6 +74,33 @@ pub struct RawClient {
     pub write_timeout_in_seconds: Option<u64>,
     pub body_read_timeout_in_seconds: Option<u64>,
     pub max_in_flight: Option<usize>,
+    pub virtual_keys: Option<Vec<RawVirtualKey>>,
+    pub admin_listen: Option<String>,
+    /// A literal or `env.NAME`.
+    pub admin_token: Option<String>,
+}
+
+/// `client.virtual_keys[i]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtualKey {
+    pub name: Option<String>,
+    /// A literal or `env.NAME`.
+    pub secret: Option<String>,
+    /// `provider/model`, `provider/*` or `*`.
+    pub models: Option<Vec<String>>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub token_budget: Option<RawTokenBudget>,
+}
+
+/// `client.virtual_keys[i].token_budget`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenBudget {
+    pub tokens: Option<u64>,
+    /// `day` or `month`.
+    pub period: Option<String>,
 }
 
 /// `providers.<name>`.

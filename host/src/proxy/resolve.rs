@@ -1,11 +1,11 @@
 //! Resolve: the client's body parsed into the unified request, with the target provider
 //! and model and the fallback list, every problem named by its field.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 use crate::plugins::HookContext;
@@ -178,24 +178,14 @@ fn parse_fallback(i: usize, item: &Value) -> Result<Target, GatewayError> {
     }
 }
 
+/// The hook context of a request on an open gateway: the caller is known by a hash of
+/// its token (see [`crate::access::anonymous_identity`]).
 pub fn hook_context(headers: &HeaderMap) -> HookContext {
-    let client_key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|token| {
-            let digest = Sha256::digest(token.trim().as_bytes());
-            let mut s = String::with_capacity(19);
-            s.push_str("ck-");
-            for b in &digest[..8] {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
-        })
-        .unwrap_or_else(|| "anonymous".to_owned());
+    hook_context_as(headers, crate::access::anonymous_identity(headers))
+}
+
+/// The hook context of a request whose caller plugins know as `client_key`.
+pub fn hook_context_as(headers: &HeaderMap, client_key: Arc<str>) -> HookContext {
     let visible: Vec<(String, String)> = headers
         .iter()
         .filter(|(n, _)| !SECRET_HEADERS.contains(&n.as_str()))
@@ -209,7 +199,7 @@ pub fn hook_context(headers: &HeaderMap) -> HookContext {
         .unwrap_or_else(|| format!("req-{:016x}", rand::random::<u64>()));
     HookContext {
         request_id: request_id.into(),
-        client_key: client_key.into(),
+        client_key,
         headers: visible.into(),
         received_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -223,7 +213,7 @@ pub fn hook_context(headers: &HeaderMap) -> HookContext {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use http::{HeaderValue, StatusCode};
+    use http::{header, HeaderValue, StatusCode};
 
     #[test]
     fn resolves_provider_slash_model() {
