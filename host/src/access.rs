@@ -30,8 +30,8 @@ use crate::schema::{Target, Usage};
 
 pub mod limits;
 
-pub use limits::{Clock, ManualClock, SystemClock};
 use limits::{rfc3339, Counters, StoreError};
+pub use limits::{Clock, ManualClock, SystemClock};
 
 /// The credential a client presented: `Authorization: Bearer` (OpenAI SDKs) or
 /// `x-api-key` (Anthropic SDKs).
@@ -353,7 +353,12 @@ pub struct Access {
 impl Access {
     /// The in-process store and the system clock.
     pub fn new(config: &Config, metrics: &Metrics) -> Access {
-        Self::with(config, metrics, Arc::new(MemoryKv::new()), Arc::new(SystemClock))
+        Self::with(
+            config,
+            metrics,
+            Arc::new(MemoryKv::new()),
+            Arc::new(SystemClock),
+        )
     }
 
     /// Counting in `kv` (the plugins' store) by `clock`.

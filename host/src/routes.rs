@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -338,7 +338,9 @@ async fn models(State(Http { gw, .. }): State<Http>, headers: HeaderMap) -> Resp
             if let crate::config::access::ModelPattern::Exact { provider, model } = p {
                 let id = format!("{provider}/{model}");
                 if !data.iter().any(|d| d["id"] == id.as_str()) {
-                    data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": provider}));
+                    data.push(
+                        json!({"id": id, "object": "model", "created": 0, "owned_by": provider}),
+                    );
                 }
             }
         }

@@ -46,7 +46,11 @@ async fn start_at(cfg: Value, clock: Arc<ManualClock>) -> Gateway {
     Gateway::from_server(Server::bind_gateway(gw).await.unwrap())
 }
 
-async fn post(gw: &Gateway, key: Option<(&str, &str)>, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+async fn post(
+    gw: &Gateway,
+    key: Option<(&str, &str)>,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = gw.client.post(gw.url("/v1/chat/completions")).json(&body);
     if let Some((header, value)) = key {
         req = req.header(header, value);
@@ -72,13 +76,18 @@ async fn keys_let_in_refuse_and_name_the_key() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "hi there");
     // The Anthropic SDK's header works the same; a `provider/*` pattern allows any model.
-    let (s, _, body) = post(&gw, Some(("x-api-key", SECRET_A)), chat("groq/llama-3.1-8b")).await;
+    let (s, _, body) = post(
+        &gw,
+        Some(("x-api-key", SECRET_A)),
+        chat("groq/llama-3.1-8b"),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     // The provider got the gateway's own key, never the client's.
-    assert!(mock.received().iter().all(|r| r
-        .headers
+    assert!(mock
+        .received()
         .iter()
-        .all(|(_, v)| !v.contains(SECRET_A))));
+        .all(|r| r.headers.iter().all(|(_, v)| !v.contains(SECRET_A))));
 
     let (s, h, body) = post(&gw, None, chat("openai/gpt-4o-mini")).await;
     assert_eq!(s, 401, "{body}");
@@ -86,7 +95,12 @@ async fn keys_let_in_refuse_and_name_the_key() {
     assert_eq!(body["error"]["code"], "missing_api_key");
     assert_eq!(h["x-switchyard-error"], "client");
     let wrong = format!("{SECRET_A}x");
-    let (s, _, body) = post(&gw, Some(("authorization", &format!("Bearer {wrong}"))), chat("openai/gpt-4o-mini")).await;
+    let (s, _, body) = post(
+        &gw,
+        Some(("authorization", &format!("Bearer {wrong}"))),
+        chat("openai/gpt-4o-mini"),
+    )
+    .await;
     assert_eq!(s, 401);
     assert_eq!(body["error"]["code"], "invalid_api_key");
     assert!(!body.to_string().contains(&wrong));
@@ -126,14 +140,48 @@ async fn keys_let_in_refuse_and_name_the_key() {
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, ["groq/*", "openai/gpt-4o-mini"], "openai/* is not team-a's");
+    assert_eq!(
+        ids,
+        ["groq/*", "openai/gpt-4o-mini"],
+        "openai/* is not team-a's"
+    );
 
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, r#"switchyard_key_requests_total{key="team-a",outcome="success"}"#), 2.0, "{metrics}");
-    assert_eq!(metric(&metrics, r#"switchyard_key_rejections_total{key="team-a",reason="model_not_allowed"}"#), 2.0);
-    assert_eq!(metric(&metrics, r#"switchyard_auth_failures_total{reason="missing_key"}"#), 2.0);
-    assert_eq!(metric(&metrics, r#"switchyard_auth_failures_total{reason="invalid_key"}"#), 1.0);
-    assert!(metric(&metrics, r#"switchyard_key_tokens_total{key="team-a",type="completion"}"#) >= 4.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_key_requests_total{key="team-a",outcome="success"}"#
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_key_rejections_total{key="team-a",reason="model_not_allowed"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_auth_failures_total{reason="missing_key"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_auth_failures_total{reason="invalid_key"}"#
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            r#"switchyard_key_tokens_total{key="team-a",type="completion"}"#
+        ) >= 4.0
+    );
     assert!(!metrics.contains(SECRET_A) && !metrics.contains(SECRET_B));
     let health = gw.get_text("/health").await;
     assert!(health.contains(r#""mode":"virtual_keys""#), "{health}");
@@ -144,7 +192,12 @@ async fn keys_let_in_refuse_and_name_the_key() {
 async fn open_gateway_says_so() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(json!({"providers": {"openai": openai_provider(&mock.url())}})).await;
-    let (s, _, _) = post(&gw, None, json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, _, _) = post(
+        &gw,
+        None,
+        json!({"model": "openai/gpt-4o", "messages": user("x")}),
+    )
+    .await;
     assert_eq!(s, 200);
     let health: Value = serde_json::from_str(&gw.get_text("/health").await).unwrap();
     assert_eq!(health["access"]["mode"], "open");
@@ -169,7 +222,10 @@ async fn requests_per_minute_exact_under_concurrency() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
-            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
             (status, retry, r.json::<Value>().await.unwrap())
         }));
     }
@@ -181,7 +237,10 @@ async fn requests_per_minute_exact_under_concurrency() {
             429 => {
                 limited += 1;
                 assert_eq!(body["error"]["code"], "rate_limit_exceeded");
-                assert!(body["error"]["message"].as_str().unwrap().contains("key 'team-a' is over its limit of 7 requests per minute"));
+                assert!(body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("key 'team-a' is over its limit of 7 requests per minute"));
                 // The whole minute's count fades into the next: 60 s plus 1/7 of a minute.
                 assert_eq!(retry.as_deref(), Some("69"), "{body}");
             }
@@ -191,16 +250,32 @@ async fn requests_per_minute_exact_under_concurrency() {
     assert_eq!((ok, limited), (7, 33));
     assert_eq!(mock.count(), 7);
     // Another key has its own count.
-    let (s, _, _) = post(&gw, Some(("x-api-key", SECRET_B)), json!({"model": "openai/gpt-4o", "messages": user("x")})).await;
+    let (s, _, _) = post(
+        &gw,
+        Some(("x-api-key", SECRET_B)),
+        json!({"model": "openai/gpt-4o", "messages": user("x")}),
+    )
+    .await;
     assert_eq!(s, 200);
     // Two minutes later the key has its 7 again.
     clock.advance(Duration::from_secs(120));
     for _ in 0..7 {
-        let (s, _, body) = post(&gw, Some(("x-api-key", SECRET_A)), json!({"model": "openai/gpt-4o-mini", "messages": user("x")})).await;
+        let (s, _, body) = post(
+            &gw,
+            Some(("x-api-key", SECRET_A)),
+            json!({"model": "openai/gpt-4o-mini", "messages": user("x")}),
+        )
+        .await;
         assert_eq!(s, 200, "{body}");
     }
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, r#"switchyard_key_rejections_total{key="team-a",reason="requests_per_minute"}"#), 33.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_key_rejections_total{key="team-a",reason="requests_per_minute"}"#
+        ),
+        33.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +283,10 @@ async fn token_budget_counts_plain_and_streamed_usage_and_resets() {
     let mock = MockUpstream::start().await;
     let clock = Arc::new(ManualClock::at(T0));
     let gw = start_at(
-        cfg(&mock, json!({"token_budget": {"tokens": 20, "period": "day"}})),
+        cfg(
+            &mock,
+            json!({"token_budget": {"tokens": 20, "period": "day"}}),
+        ),
         clock.clone(),
     )
     .await;
@@ -249,8 +327,21 @@ async fn token_budget_counts_plain_and_streamed_usage_and_resets() {
     let (s, _, b) = post(&gw, Some(("x-api-key", SECRET_A)), body(false)).await;
     assert_eq!(s, 200, "{b}");
     let metrics = gw.get_text("/metrics").await;
-    assert_eq!(metric(&metrics, r#"switchyard_key_tokens_total{key="team-a",type="prompt"}"#), 16.0, "{metrics}");
-    assert_eq!(metric(&metrics, r#"switchyard_key_rejections_total{key="team-a",reason="token_budget"}"#), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_key_tokens_total{key="team-a",type="prompt"}"#
+        ),
+        16.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"switchyard_key_rejections_total{key="team-a",reason="token_budget"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +356,13 @@ async fn tokens_per_minute_refuse_with_retry_after() {
     assert_eq!(s, 200, "8 of 10 tokens used: one more may start");
     let (s, h, b) = post(&gw, Some(("x-api-key", SECRET_A)), body.clone()).await;
     assert_eq!(s, 429);
-    assert!(b["error"]["message"].as_str().unwrap().contains("limit of 10 tokens per minute"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 10 tokens per minute"),
+        "{b}"
+    );
     let secs: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((60..=120).contains(&secs), "{secs}");
     clock.advance(Duration::from_secs(secs));
@@ -294,18 +391,26 @@ async fn plugins_see_the_key_name_as_client_key() {
     let (s, _, _) = post(&gw, Some(("x-api-key", SECRET_A)), body.clone()).await;
     assert_eq!(s, 200);
     let (s, _, b) = post(&gw, Some(("x-api-key", SECRET_A)), body.clone()).await;
-    assert_eq!(s, 429, "the plugin's rule for client key 'team-a' applies: {b}");
+    assert_eq!(
+        s, 429,
+        "the plugin's rule for client key 'team-a' applies: {b}"
+    );
     for _ in 0..3 {
         let (s, _, _) = post(&gw, Some(("x-api-key", SECRET_B)), body.clone()).await;
         assert_eq!(s, 200, "team-b is not team-a");
     }
-    assert!(mock.received().iter().all(|r| !r.body.to_string().contains(SECRET_A)));
+    assert!(mock
+        .received()
+        .iter()
+        .all(|r| !r.body.to_string().contains(SECRET_A)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_out_of_debug_logs_answers_metrics_and_health() {
     let mock = MockUpstream::start().await;
-    let Some(bin) = Binary::start(cfg(&mock, json!({"requests_per_minute": 2})), ENV, "debug").await else {
+    let Some(bin) =
+        Binary::start(cfg(&mock, json!({"requests_per_minute": 2})), ENV, "debug").await
+    else {
         return;
     };
     let client = reqwest::Client::new();
@@ -330,9 +435,30 @@ async fn secrets_stay_out_of_debug_logs_answers_metrics_and_health() {
             seen.push_str(&r.text().await.unwrap());
         }
     }
-    seen.push_str(&client.get(bin.url("/metrics")).send().await.unwrap().text().await.unwrap());
-    seen.push_str(&client.get(bin.url("/health")).send().await.unwrap().text().await.unwrap());
-    assert!(seen.contains("team-a") && seen.contains("rate_limit_exceeded"), "{seen}");
+    seen.push_str(
+        &client
+            .get(bin.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    seen.push_str(
+        &client
+            .get(bin.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        seen.contains("team-a") && seen.contains("rate_limit_exceeded"),
+        "{seen}"
+    );
     let log = bin.log();
     assert!(log.contains("DEBUG"), "the log is at debug level:\n{log}");
     for secret in [SECRET_A, SECRET_B, "vk-team-a-7c41e9b03d5f2a8"] {
@@ -353,13 +479,39 @@ async fn admin_listener_serves_the_admin_side_and_the_public_one_does_not() {
     assert_eq!(r.status(), 404, "no /metrics on the public listener");
     let r = client.get(gw.url("/ui")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let live: Value = client.get(gw.url("/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(live, json!({"status": "ok"}), "the public /health is liveness only");
+    let live: Value = client
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        live,
+        json!({"status": "ok"}),
+        "the public /health is liveness only"
+    );
 
-    let r = client.get(format!("http://{admin}/metrics")).send().await.unwrap();
+    let r = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("switchyard_requests_total"));
-    let detail: Value = client.get(format!("http://{admin}/health")).send().await.unwrap().json().await.unwrap();
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("switchyard_requests_total"));
+    let detail: Value = client
+        .get(format!("http://{admin}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(detail["access"]["mode"], "virtual_keys");
     assert!(detail["providers"].is_array());
     // The API is not served on the admin listener.
@@ -379,20 +531,49 @@ async fn admin_token_guards_metrics_and_health_details() {
     let mock = MockUpstream::start().await;
     let mut c = cfg(&mock, json!({}));
     c["client"]["admin_token"] = json!("env.ADMIN_TOKEN");
-    let gw = Gateway::start_with_env(c, &[("TEAM_A_KEY", SECRET_A), ("ADMIN_TOKEN", "adm-3b9f0c2e71d84a56e0f1")]).await;
+    let gw = Gateway::start_with_env(
+        c,
+        &[
+            ("TEAM_A_KEY", SECRET_A),
+            ("ADMIN_TOKEN", "adm-3b9f0c2e71d84a56e0f1"),
+        ],
+    )
+    .await;
     let client = &gw.client;
     let r = client.get(gw.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_admin_token");
     // A virtual key is not the admin token.
-    let r = client.get(gw.url("/metrics")).bearer_auth(SECRET_A).send().await.unwrap();
+    let r = client
+        .get(gw.url("/metrics"))
+        .bearer_auth(SECRET_A)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = client.get(gw.url("/metrics")).bearer_auth("adm-3b9f0c2e71d84a56e0f1").send().await.unwrap();
+    let r = client
+        .get(gw.url("/metrics"))
+        .bearer_auth("adm-3b9f0c2e71d84a56e0f1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let live: Value = client.get(gw.url("/health")).send().await.unwrap().json().await.unwrap();
+    let live: Value = client
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(live, json!({"status": "ok"}));
-    let r = client.get(gw.url("/health")).bearer_auth("wrong-token").send().await.unwrap();
+    let r = client
+        .get(gw.url("/health"))
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let detail: Value = client
         .get(gw.url("/health"))
@@ -415,11 +596,30 @@ async fn beyond_loopback_the_admin_side_is_closed_by_default() {
     let port = server.local_addr().port();
     let gw = Gateway::from_server(server);
     let base = format!("http://127.0.0.1:{port}");
-    let r = gw.client.get(format!("{base}/metrics")).send().await.unwrap();
+    let r = gw
+        .client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("client.admin_listen"), "{body}");
-    let live: Value = gw.client.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client.admin_listen"),
+        "{body}"
+    );
+    let live: Value = gw
+        .client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(live, json!({"status": "ok"}));
     let r = gw
         .client
@@ -436,7 +636,9 @@ async fn beyond_loopback_the_admin_side_is_closed_by_default() {
 async fn openai_python_sdk_with_a_virtual_key() {
     let Some(python) = switchyard_tests::venv_python() else {
         if std::env::var_os("CI").is_some() {
-            panic!(".venv with the openai package is missing: run the test command (cargo xtask test)");
+            panic!(
+                ".venv with the openai package is missing: run the test command (cargo xtask test)"
+            );
         }
         eprintln!("skipped: no .venv (cargo xtask test creates it)");
         return;
@@ -459,7 +661,14 @@ async fn openai_python_sdk_with_a_virtual_key() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python failed:\n{stdout}\n{stderr}");
-    for line in ["allowed ok", "stream ok", "wrong key ok", "forbidden model ok", "rate limit ok", "budget ok"] {
+    for line in [
+        "allowed ok",
+        "stream ok",
+        "wrong key ok",
+        "forbidden model ok",
+        "rate limit ok",
+        "budget ok",
+    ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
     }
 }

@@ -207,9 +207,8 @@ fn wait(w: &Window, cur: u64, limit: u64, into: u64) -> Duration {
     // Rounded to the millisecond first, so float noise cannot add a second.
     let ms = (fraction * MINUTE_MS as f64).round() as u64;
     // Whole seconds, at least one: what `Retry-After` can say.
-    Duration::from_secs(ms.div_ceil(1000).max(1)).min(Duration::from_millis(
-        2 * MINUTE_MS - into.min(MINUTE_MS),
-    ))
+    Duration::from_secs(ms.div_ceil(1000).max(1))
+        .min(Duration::from_millis(2 * MINUTE_MS - into.min(MINUTE_MS)))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -274,7 +273,10 @@ mod tests {
     fn calendar() {
         assert_eq!(rfc3339(T0), "2026-12-02T15:00:00Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(days_from_civil(2024, 2, 29) + 1, days_from_civil(2024, 3, 1));
+        assert_eq!(
+            days_from_civil(2024, 2, 29) + 1,
+            days_from_civil(2024, 3, 1)
+        );
         for z in [-1000, 0, 59, 60, 11_016, 20_000, 20_424] {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
@@ -334,7 +336,8 @@ mod tests {
     fn tokens_per_minute_and_budgets() {
         let (c, clock) = counters(T0);
         assert!(c.check_tokens("a", 100).is_ok());
-        c.add_tokens("a", 100, true, Some(BudgetPeriod::Day)).unwrap();
+        c.add_tokens("a", 100, true, Some(BudgetPeriod::Day))
+            .unwrap();
         let over = c.check_tokens("a", 100).unwrap_err();
         assert!(over.retry_after >= Duration::from_secs(60), "{over:?}");
         assert_eq!(c.budget_used("a", BudgetPeriod::Day).0, 100);

@@ -51,7 +51,9 @@ fn keys_from_either_header_and_refusals() {
         .authenticate(&headers("authorization", &format!("Bearer {SECRET_A}")))
         .unwrap();
     assert_eq!(&*a.client_key, "team-a");
-    let b = access.authenticate(&headers("x-api-key", SECRET_B)).unwrap();
+    let b = access
+        .authenticate(&headers("x-api-key", SECRET_B))
+        .unwrap();
     assert_eq!(&*b.client_key, "team-b", "env. secrets resolve");
     assert_eq!(
         access.authenticate(&HeaderMap::new()).err(),
@@ -59,7 +61,10 @@ fn keys_from_either_header_and_refusals() {
     );
     assert_eq!(
         access
-            .authenticate(&headers("authorization", "Bearer vk-team-a-5f1c9e0b7d2a4c6"))
+            .authenticate(&headers(
+                "authorization",
+                "Bearer vk-team-a-5f1c9e0b7d2a4c6"
+            ))
             .err(),
         Some(Rejection::InvalidKey)
     );
@@ -71,8 +76,14 @@ fn keys_from_either_header_and_refusals() {
         Some(Rejection::MissingKey)
     );
     let text = metrics.render();
-    assert!(text.contains(r#"switchyard_auth_failures_total{reason="missing_key"} 2"#), "{text}");
-    assert!(text.contains(r#"switchyard_auth_failures_total{reason="invalid_key"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"switchyard_auth_failures_total{reason="missing_key"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchyard_auth_failures_total{reason="invalid_key"} 1"#),
+        "{text}"
+    );
     assert!(!text.contains(SECRET_A) && !text.contains(SECRET_B));
 }
 
@@ -126,9 +137,8 @@ fn models_exact_and_by_provider() {
         .unwrap_err();
     assert_eq!(GatewayError::from(r).param.as_deref(), Some("fallbacks[1]"));
     let text = metrics.render();
-    assert!(text.contains(
-        r#"switchyard_key_rejections_total{key="team-a",reason="model_not_allowed"} 2"#
-    ));
+    assert!(text
+        .contains(r#"switchyard_key_rejections_total{key="team-a",reason="model_not_allowed"} 2"#));
 }
 
 #[test]
@@ -147,7 +157,11 @@ fn requests_per_minute_then_retry_after() {
     assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
     // Half a minute left of this one, then a third of the next for the count to fade.
     assert_eq!(e.retry_after, Some(Duration::from_secs(50)));
-    assert!(e.message.contains("limit of 3 requests per minute"), "{}", e.message);
+    assert!(
+        e.message.contains("limit of 3 requests per minute"),
+        "{}",
+        e.message
+    );
     // A forbidden model does not use up the minute.
     clock.advance(Duration::from_secs(120));
     let _ = access.admit(&a, &target("openai", "gpt-4o"), &[]);
@@ -160,7 +174,9 @@ fn requests_per_minute_then_retry_after() {
 fn budget_counts_reported_usage_and_resets_with_the_day() {
     let clock = Arc::new(ManualClock::at(T0));
     let (access, metrics) = access_at(clock.clone());
-    let b = access.authenticate(&headers("x-api-key", SECRET_B)).unwrap();
+    let b = access
+        .authenticate(&headers("x-api-key", SECRET_B))
+        .unwrap();
     let t = target("openai", "gpt-4o");
     let usage = Usage {
         prompt_tokens: 40,
@@ -186,7 +202,9 @@ fn budget_counts_reported_usage_and_resets_with_the_day() {
     let text = metrics.render();
     assert!(text.contains(r#"switchyard_key_tokens_total{key="team-b",type="prompt"} 80"#));
     assert!(text.contains(r#"switchyard_key_requests_total{key="team-b",outcome="success"} 2"#));
-    assert!(text.contains(r#"switchyard_key_rejections_total{key="team-b",reason="token_budget"} 1"#));
+    assert!(
+        text.contains(r#"switchyard_key_rejections_total{key="team-b",reason="token_budget"} 1"#)
+    );
 }
 
 #[test]
@@ -197,5 +215,8 @@ fn secrets_never_print() {
         .unwrap();
     let k = a.key.unwrap();
     let shown = format!("{:?}", k.config);
-    assert!(!shown.contains(SECRET_A) && shown.contains("sha256:*****"), "{shown}");
+    assert!(
+        !shown.contains(SECRET_A) && shown.contains("sha256:*****"),
+        "{shown}"
+    );
 }

@@ -92,7 +92,10 @@ impl ModelPattern {
         match self {
             ModelPattern::Any => true,
             ModelPattern::Provider(p) => p == provider,
-            ModelPattern::Exact { provider: p, model: m } => p == provider && m == model,
+            ModelPattern::Exact {
+                provider: p,
+                model: m,
+            } => p == provider && m == model,
         }
     }
 }

@@ -137,9 +137,7 @@ pub async fn guard(State(policy): State<AdminPolicy>, mut req: Request, next: Ne
             next.run(req).await
         }
         // A wrong token is refused even on /health; no token gets the liveness answer.
-        Err(e) if health && e.code.as_deref() != Some("invalid_admin_token") => {
-            next.run(req).await
-        }
+        Err(e) if health && e.code.as_deref() != Some("invalid_admin_token") => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }

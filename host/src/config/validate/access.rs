@@ -76,23 +76,26 @@ pub(super) fn access(
         );
     }
 
-    let admin_listen = raw.admin_listen.as_deref().and_then(|s| match parse_listen(s) {
-        Some(addr) if addr == listen && addr.port() != 0 => {
-            ctx.problem(
-                "client.admin_listen",
-                format!("{s:?} is client.listen itself; give the admin side its own address"),
-            );
-            None
-        }
-        Some(addr) => Some(addr),
-        None => {
-            ctx.problem(
-                "client.admin_listen",
-                format!("{s:?} is not an address and port, e.g. \"127.0.0.1:9090\""),
-            );
-            None
-        }
-    });
+    let admin_listen = raw
+        .admin_listen
+        .as_deref()
+        .and_then(|s| match parse_listen(s) {
+            Some(addr) if addr == listen && addr.port() != 0 => {
+                ctx.problem(
+                    "client.admin_listen",
+                    format!("{s:?} is client.listen itself; give the admin side its own address"),
+                );
+                None
+            }
+            Some(addr) => Some(addr),
+            None => {
+                ctx.problem(
+                    "client.admin_listen",
+                    format!("{s:?} is not an address and port, e.g. \"127.0.0.1:9090\""),
+                );
+                None
+            }
+        });
 
     let admin_token = raw.admin_token.as_deref().and_then(|v| {
         match ctx.resolve("client.admin_token", v) {
@@ -262,7 +265,10 @@ fn pattern(ctx: &mut Ctx<'_>, path: &str, value: &str, providers: &[&str]) -> Op
     if value == "*" {
         return Some(ModelPattern::Any);
     }
-    let Some((provider, model)) = value.split_once('/').filter(|(p, m)| !p.is_empty() && !m.is_empty()) else {
+    let Some((provider, model)) = value
+        .split_once('/')
+        .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+    else {
         ctx.problem(
             path,
             format!("{value:?} is not \"provider/model\", \"provider/*\" or \"*\""),
