@@ -149,5 +149,57 @@ fn plugin_hooks(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translate, plugin_hooks);
+/// What checking a virtual key costs a request: `authenticate` (hash the presented key,
+/// look it up, confirm in constant time) and `admit` (model patterns, budget, tokens and
+/// requests per minute in the in-process kv store), against an open gateway's identity.
+fn key_checks(c: &mut Criterion) {
+    use switchyard::access::Access;
+    use switchyard::schema::Target;
+    let secret = "vk-bench-0123456789abcdef0123";
+    let mut keys: Vec<Value> = (0..100)
+        .map(|i| json!({"name": format!("team-{i}"), "secret": format!("vk-bench-{i:04}-0123456789abcdef"), "models": ["openai/*"]}))
+        .collect();
+    keys.push(json!({"name": "bench", "secret": secret,
+        "models": ["anthropic/claude-3-5-haiku", "openai/gpt-4o-mini"],
+        // Limits no bench run reaches, so every request is counted and admitted.
+        "requests_per_minute": 1_000_000_000u64, "tokens_per_minute": 1_000_000_000u64,
+        "token_budget": {"tokens": 1_000_000_000_000u64, "period": "month"}}));
+    let cfg = json!({"client": {"virtual_keys": keys},
+        "providers": {"openai": {"keys": [{"value": "sk-a"}]}, "anthropic": {"keys": [{"value": "sk-b"}]}}});
+    let env: HashMap<String, String> = HashMap::new();
+    let keyed = match Config::from_json(&cfg.to_string(), Path::new("."), &env) {
+        Ok((c, _)) => c,
+        Err(e) => panic!("bench config: {e}"),
+    };
+    let metrics = Metrics::new();
+    let keyed = Access::new(&keyed, &metrics);
+    let open = Access::new(&config(), &metrics);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {secret}")).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let target = Target {
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+    };
+    let mut g = c.benchmark_group("access");
+    g.bench_function("open/identity", |b| {
+        b.iter(|| black_box(open.authenticate(&headers).is_ok()))
+    });
+    g.bench_function("virtual_key/authenticate", |b| {
+        b.iter(|| black_box(keyed.authenticate(&headers).is_ok()))
+    });
+    g.bench_function("virtual_key/authenticate+admit(rpm,tpm,budget)", |b| {
+        b.iter(|| {
+            let caller = keyed
+                .authenticate(&headers)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            black_box(keyed.admit(&caller, &target, &[]).is_ok())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, translate, plugin_hooks, key_checks);
 criterion_main!(benches);

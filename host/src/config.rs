@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+pub mod access;
 pub mod raw;
 pub mod validate;
 
@@ -95,6 +96,9 @@ pub struct ClientConfig {
     /// `model_aliases`: a public model name and the `(provider, model)` targets it stands
     /// for, the first the primary and the rest its fallbacks, in file order.
     pub model_aliases: Vec<(String, Vec<(String, String)>)>,
+    /// `virtual_keys`, `admin_listen`, `admin_token`: who may call, and where the admin
+    /// surfaces are served.
+    pub access: access::AccessConfig,
 }
 
 /// Built-in provider implementations.

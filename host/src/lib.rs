@@ -7,8 +7,9 @@
 //! server, with weighted keys, retries and fallbacks.
 //!
 //! The request's way is the module tree, each module calling only the ones below it:
-//! `server` (listener, start-up) → `routes` (HTTP, dialects) → `proxy` (the phases: resolve,
-//! pre-hooks, upstream, post-hooks, respond, finish) → `plugins` and `upstream` (queue,
+//! `server` (listener, start-up) → `routes` (HTTP, dialects, the admin side) → `access`
+//! (virtual keys) and `proxy` (the phases: resolve, admit, pre-hooks, upstream, post-hooks,
+//! respond, finish) → `plugins` and `upstream` (queue,
 //! keys, credentials, transport, framing) → `providers` (pure translation). `config`,
 //! `schema`, `error` and `metrics` are shared by all; `dialects` (pure translation of the
 //! other client dialects) is used by `proxy` to read a request and by `routes` to answer it;
@@ -18,6 +19,7 @@
 // can answer with it; boxing it would cost an allocation on each error for no gain.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod config;
 pub mod dialects;
 pub mod error;

@@ -62,6 +62,18 @@ pub struct Metrics {
     /// `switchyard_overloaded_total`: requests refused because `client.max_in_flight`
     /// requests were being handled.
     pub rejected_overloaded: IntCounter,
+    /// `switchyard_key_requests_total{key,outcome}`: requests per virtual key (configured
+    /// key names only).
+    pub key_requests: IntCounterVec,
+    /// `switchyard_key_tokens_total{key,type}`: provider-reported tokens per virtual key.
+    pub key_tokens: IntCounterVec,
+    /// `switchyard_key_rejections_total{key,reason}`: requests of a valid key refused
+    /// (`model_not_allowed`, `requests_per_minute`, `tokens_per_minute`, `token_budget`,
+    /// `store_error`).
+    pub key_rejections: IntCounterVec,
+    /// `switchyard_auth_failures_total{reason}`: requests without a valid key
+    /// (`missing_key`, `invalid_key`).
+    pub auth_failures: IntCounterVec,
 }
 
 /// The handles of one provider and model.
@@ -344,6 +356,30 @@ impl Metrics {
                 &registry,
                 "switchyard_overloaded_total",
                 "Requests refused with 503 because client.max_in_flight requests were in flight",
+            ),
+            key_requests: counter(
+                &registry,
+                "switchyard_key_requests_total",
+                "Requests per virtual key by outcome (success, client, upstream, plugin, gateway)",
+                &["key", "outcome"],
+            ),
+            key_tokens: counter(
+                &registry,
+                "switchyard_key_tokens_total",
+                "Provider-reported tokens per virtual key",
+                &["key", "type"],
+            ),
+            key_rejections: counter(
+                &registry,
+                "switchyard_key_rejections_total",
+                "Requests of a valid virtual key refused, by reason",
+                &["key", "reason"],
+            ),
+            auth_failures: counter(
+                &registry,
+                "switchyard_auth_failures_total",
+                "Requests refused with 401 (missing_key, invalid_key)",
+                &["reason"],
             ),
             registry,
         }

@@ -1,6 +1,7 @@
 //! The request's way through the gateway, as named phases sharing one [`RequestCtx`]:
 //!
-//! accept → resolve → (per target: pre-hooks → upstream → post-hooks) → respond → finish
+//! accept → resolve → admit → (per target: pre-hooks → upstream → post-hooks) → respond
+//! → finish
 //!
 //! The HTTP layer (`routes`) calls [`handle`] with the raw body and renders the
 //! [`Outcome`] in the client's dialect; nothing here names the HTTP server, so a test can
@@ -19,10 +20,11 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
+use crate::access::{Access, Caller, Clock};
 use crate::config::Config;
 use crate::error::{AttemptSummary, Fault, GatewayError};
 use crate::metrics::{Metrics, ModelMetrics, ProviderMetrics, StreamEnd};
-use crate::plugins::{Chain, HookContext, PluginHost, PreOutcome, StreamHookState};
+use crate::plugins::{Chain, HookContext, KvStore, PluginHost, PreOutcome, StreamHookState};
 use crate::schema::{
     Dialect, RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage,
 };
@@ -31,7 +33,7 @@ use crate::upstream::{Answer, ChunkStream, Served, Upstream};
 mod resolve;
 mod validate;
 
-pub use resolve::{hook_context, resolve, Catalog};
+pub use resolve::{hook_context, hook_context_as, resolve, Catalog};
 
 /// What every request shares: the config, the upstream side, the plugins, the metrics.
 pub struct Gateway {
@@ -39,6 +41,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub plugins: Arc<PluginHost>,
     pub metrics: Arc<Metrics>,
+    /// Who may call: the virtual keys and their counters.
+    pub access: Access,
     /// Handles for requests to providers that are not configured.
     unknown: Arc<ProviderMetrics>,
     /// Model aliases and bare model names.
@@ -55,11 +59,19 @@ impl Gateway {
         Gateway {
             unknown: Arc::new(metrics.unknown_provider()),
             catalog: resolve::Catalog::new(&config),
+            access: Access::new(&config, &metrics),
             config,
             upstream,
             plugins,
             metrics,
         }
+    }
+
+    /// Count virtual keys' limits and budgets in `kv` (the plugins' store, so a shared
+    /// backend shares them too) by `clock`.
+    pub fn with_access_store(mut self, kv: Arc<dyn KvStore>, clock: Arc<dyn Clock>) -> Gateway {
+        self.access = Access::with(&self.config, &self.metrics, kv, clock);
+        self
     }
 
     /// `provider` as a metric label: configured providers only.
@@ -140,11 +152,20 @@ pub struct RequestCtx {
     /// Upstream time summed over attempts, to tell the gateway's own share.
     pub upstream: Duration,
     pub attempts: Vec<AttemptSummary>,
+    /// Who is calling (authenticated by the HTTP layer).
+    pub caller: Caller,
 }
 
-/// accept → ... → finish for one request of `kind`.
-pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: Bytes) -> Outcome {
-    handle_dialect(gw, Dialect::OpenAi, kind, headers, body).await
+/// accept → ... → finish for one OpenAI-dialect request of `kind` from `caller` (see
+/// [`Access::authenticate`]).
+pub async fn handle(
+    gw: &Gateway,
+    caller: &Caller,
+    kind: RequestKind,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Outcome {
+    handle_dialect(gw, Dialect::OpenAi, caller, kind, headers, body).await
 }
 
 /// [`handle`] for a request in `dialect`: only resolve differs (the body is translated to
@@ -152,16 +173,18 @@ pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: 
 pub async fn handle_dialect(
     gw: &Gateway,
     dialect: Dialect,
+    caller: &Caller,
     kind: RequestKind,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Outcome {
     // accept
     let mut ctx = RequestCtx {
-        hook: hook_context(headers),
+        hook: hook_context_as(headers, caller.client_key.clone()),
         received: Instant::now(),
         upstream: Duration::ZERO,
         attempts: Vec::new(),
+        caller: caller.clone(),
     };
     if dialect != Dialect::OpenAi {
         // Plugins tell the dialect by this header (the WIT request kind stays `chat`).
@@ -185,6 +208,13 @@ pub async fn handle_dialect(
         }
     };
     drop(body);
+    // admit: the key may use every target, and is within its limits and budget; before
+    // any plugin or provider sees the request.
+    if let Err(r) = gw.access.admit(caller, &req.target, &fallbacks) {
+        let e = GatewayError::from(r);
+        Finish::new(gw, &ctx, &req.target).error(&e);
+        return Outcome::Error(e);
+    }
     let chain = gw.plugins.chain();
     // A fallback starts from the client's request again, not from what the hooks of the
     // previous target made of it; the copy is only made when there is a fallback.
@@ -296,6 +326,12 @@ async fn run_target(
     } else {
         chain.pre_hooks(&ctx.hook, &mut req)
     };
+    // A plugin may have changed the model: the key must be allowed that one too.
+    if ran > 0 {
+        ctx.caller
+            .allows(&req.target, "model")
+            .map_err(GatewayError::from)?;
+    }
     let (mut outcome, served) = match pre {
         // upstream: the route is resolved here, after the hooks
         PreOutcome::Continue => match gw.upstream.execute(&req).await {
@@ -360,6 +396,7 @@ fn served_by(ctx: &RequestCtx, target: Target, served: Served) -> ServedBy {
 /// The finish phase of one request: its metrics, recorded exactly once. A stream carries
 /// it to its end; dropped unfinished (the client went away), it records that.
 struct Finish {
+    caller: Caller,
     provider: Arc<ProviderMetrics>,
     model: Arc<ModelMetrics>,
     received: Instant,
@@ -375,6 +412,7 @@ impl Finish {
         let provider = gw.provider_metrics(&target.provider).clone();
         let model = provider.model(&target.model);
         Finish {
+            caller: ctx.caller.clone(),
             provider,
             model,
             received: ctx.received,
@@ -399,12 +437,14 @@ impl Finish {
         if let Some(u) = usage {
             self.model.tokens(u);
         }
+        self.caller.finished(None, usage);
         self.overhead(Duration::ZERO);
     }
 
     fn error(mut self, e: &GatewayError) {
         self.done = true;
         self.model.finished(Some(e.fault));
+        self.caller.finished(Some(e.fault), None);
         if e.fault == Fault::Gateway || e.status.is_server_error() {
             tracing::warn!(
                 status = e.status.as_u16(),
@@ -424,16 +464,19 @@ impl Finish {
         }
         self.done = true;
         self.model.stream_ended(end);
-        match end {
-            StreamEnd::Complete => self.model.finished(None),
-            StreamEnd::UpstreamError => self.model.finished(Some(Fault::Upstream)),
-            StreamEnd::PluginError => self.model.finished(Some(Fault::Plugin)),
+        let fault = match end {
+            StreamEnd::Complete => None,
+            StreamEnd::UpstreamError => Some(Fault::Upstream),
+            StreamEnd::PluginError => Some(Fault::Plugin),
             // The client got what it asked for up to when it left.
-            StreamEnd::ClientGone => self.model.finished(Some(Fault::Client)),
-        }
+            StreamEnd::ClientGone => Some(Fault::Client),
+        };
+        self.model.finished(fault);
         if let Some(u) = usage {
             self.model.tokens(u);
         }
+        // The tokens of a stream count against the key whichever way it ended.
+        self.caller.finished(fault, usage);
         self.overhead(own);
     }
 }

@@ -6,9 +6,11 @@
 //! nothing changes, and every problem (with its key path) goes to the log and `/health`.
 //!
 //! What applies: providers (added, removed, changed), their keys, network settings,
-//! concurrency and buffer sizes, and the client settings read per request. What needs a
+//! concurrency and buffer sizes, model aliases, virtual keys (their counts and budgets go
+//! on in the same store), and the client settings read per request. What needs a
 //! restart, and is said so in the reload's notes: `client.listen`, the connection time
-//! limits, `client.max_in_flight` and the `plugins` section (the plugin host keeps its
+//! limits, `client.max_in_flight`, `client.admin_listen` / `admin_token` and the `plugins`
+//! section (the plugin host keeps its
 //! instances, key-value state and watcher).
 //!
 //! Triggers: SIGHUP, and a change to the config file (its directory is watched, so editors
@@ -173,12 +175,14 @@ impl Live {
                 return Reloaded::Refused { problems };
             }
         };
-        let next = Gateway::new(
+        let access = old.access.reconfigured(&config, &old.metrics);
+        let mut next = Gateway::new(
             Arc::new(config),
             upstream,
             old.plugins.clone(),
             old.metrics.clone(),
         );
+        next.access = access;
         self.current.store(Arc::new(next));
         let mut st = self.status();
         st.generation += 1;

@@ -4,7 +4,9 @@
 //! render the [`Outcome`] in the client's dialect (JSON with `extra_fields`, or Server-Sent
 //! Events). A panic while handling a request becomes a 500 in the same shape, counted on
 //! `/metrics`, and the gateway keeps serving. [`build_router`] is pure, so router tests
-//! drive it with `oneshot` and no socket.
+//! drive it with `oneshot` and no socket. The caller is authenticated from the headers
+//! before the body is read ([`crate::access`]); the admin side (`/metrics`, the detailed
+//! `/health`, the status page) is guarded per listener by [`admin`].
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -15,12 +17,14 @@ use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
+use crate::access::Caller;
 use crate::dialects::{self, StreamWriter};
 use crate::error::GatewayError;
 use crate::proxy::{self, Gateway, Outcome, ServedBy, StreamItem};
@@ -94,15 +98,28 @@ impl FromRef<AppState> for Http {
     }
 }
 
-/// The router for a gateway whose config never reloads.
+pub mod admin;
+
+pub use admin::Listener;
+
+/// The router of the public listener (`client.listen`) for a gateway whose config never
+/// reloads.
 pub fn build_router(gw: Arc<Gateway>) -> Router {
-    build_live_router(Live::new(gw))
+    build_live_router(Live::new(gw), Listener::Public)
 }
 
-/// The router over `live`: every request is served by the gateway current when it arrives.
-pub fn build_live_router(live: Arc<Live>) -> Router {
+/// The router of the admin listener (`client.admin_listen`): `/health`, `/metrics`, `/ui`.
+pub fn build_admin_router(gw: Arc<Gateway>) -> Router {
+    build_live_router(Live::new(gw), Listener::Admin)
+}
+
+/// The router of `listener` over `live`: every request is served by the gateway current
+/// when it arrives. The admin policy is the one of the config the gateway started with.
+pub fn build_live_router(live: Arc<Live>, listener: Listener) -> Router {
+    let current = live.current();
+    let policy = admin::AdminPolicy::new(&current.config, listener);
     let state = AppState {
-        in_flight: Arc::new(Semaphore::new(live.current().config.client.max_in_flight)),
+        in_flight: Arc::new(Semaphore::new(current.config.client.max_in_flight)),
         live,
     };
     Router::new()
@@ -123,6 +140,7 @@ pub fn build_live_router(live: Arc<Live>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(policy, admin::guard))
 }
 
 /// The request body, within `client.max_request_body_bytes` and
@@ -189,6 +207,12 @@ async fn dispatch_in(
     body: Body,
 ) -> Response {
     let gw = &http.gw;
+    // Who is calling, from the headers alone: a client without a valid key is turned
+    // away before its body is read.
+    let caller = match gw.access.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return dialect_error(dialect, r.into()),
+    };
     let Ok(place) = http.in_flight.clone().try_acquire_owned() else {
         gw.metrics.rejected_overloaded.inc();
         return dialect_error(dialect, busy(gw));
@@ -197,9 +221,11 @@ async fn dispatch_in(
         Ok(body) => body,
         Err(e) => return dialect_error(dialect, e),
     };
-    let handled = AssertUnwindSafe(proxy::handle_dialect(gw, dialect, kind, &headers, body))
-        .catch_unwind()
-        .await;
+    let handled = AssertUnwindSafe(proxy::handle_dialect(
+        gw, dialect, &caller, kind, &headers, body,
+    ))
+    .catch_unwind()
+    .await;
     let resp = match handled {
         Ok(outcome) => render(dialect, outcome),
         Err(panic) => {
@@ -413,30 +439,71 @@ async fn embeddings(State(http): State<Http>, h: HeaderMap, body: Body) -> Respo
     dispatch(http, RequestKind::Embedding, h, body).await
 }
 
-/// The models the config serves, as `provider/model`.
-async fn models(State(Http { gw, .. }): State<Http>) -> Json<Value> {
+/// The models the config serves, as `provider/model`; with virtual keys, those the
+/// caller's key may use.
+async fn models(State(Http { gw, .. }): State<Http>, headers: HeaderMap) -> Response {
+    let caller = match gw.access.authenticate(&headers) {
+        Ok(c) => c,
+        Err(r) => return openai_error(r.into(), None),
+    };
+    let may = |provider: &str, model: &str| caller_may(&caller, provider, model);
     let mut data = Vec::new();
     for p in gw.upstream.providers() {
         let cfg = &p.config;
         let any = cfg.keys.iter().any(|k| k.models.is_empty()) || cfg.keys.is_empty();
         for m in cfg.listed_models() {
+            if !may(&cfg.name, m) {
+                continue;
+            }
             data.push(json!({"id": format!("{}/{m}", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
         }
-        if any {
+        if any && may(&cfg.name, "*") {
             // Every model is allowed; say so without inventing names.
             data.push(json!({"id": format!("{}/*", cfg.name), "object": "model", "created": 0, "owned_by": cfg.name}));
+        }
+    }
+    // The models a key names, which the providers' lists may not.
+    if let Some(k) = &caller.key {
+        for p in &k.config.models {
+            if let crate::config::access::ModelPattern::Exact { provider, model } = p {
+                let id = format!("{provider}/{model}");
+                if !data.iter().any(|d| d["id"] == id.as_str()) {
+                    data.push(
+                        json!({"id": id, "object": "model", "created": 0, "owned_by": provider}),
+                    );
+                }
+            }
         }
     }
     let mut aliases: Vec<_> = gw.catalog.aliases().collect();
     aliases.sort_unstable_by_key(|(a, _)| *a);
     for (alias, targets) in aliases {
+        if !targets.first().is_none_or(|t| may(&t.provider, &t.model)) {
+            continue;
+        }
         let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
         data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "switchyard", "targets": targets}));
     }
-    Json(json!({"object": "list", "data": data}))
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn health(State(Http { gw, live, .. }): State<Http>) -> Json<Value> {
+/// Whether `caller` may use `model` of `provider`; `*` stands for every model, which only
+/// a `*` or `provider/*` pattern allows.
+fn caller_may(caller: &Caller, provider: &str, model: &str) -> bool {
+    use crate::config::access::ModelPattern;
+    let Some(k) = &caller.key else { return true };
+    k.config.models.iter().any(|p| match p {
+        ModelPattern::Any => true,
+        ModelPattern::Provider(p) => p == provider,
+        ModelPattern::Exact { .. } => model != "*" && p.matches(provider, model),
+    })
+}
+
+/// `/health`: the liveness answer for everyone, the details for the admin side.
+async fn health(
+    State(Http { gw, live, .. }): State<Http>,
+    view: Option<Extension<admin::AdminView>>,
+) -> Json<Value> {
     let providers: Vec<Value> = gw
         .upstream
         .providers()
@@ -467,8 +534,16 @@ async fn health(State(Http { gw, live, .. }): State<Http>) -> Json<Value> {
             .iter()
             .any(|p| p.state != "ready" && p.state != "disabled")
         || live.refused_last();
+    let status = if degraded { "degraded" } else { "ok" };
+    if view.is_none() {
+        return Json(json!({ "status": status }));
+    }
     Json(json!({
-        "status": if degraded { "degraded" } else { "ok" },
+        "status": status,
+        "access": {
+            "mode": if gw.access.required() { "virtual_keys" } else { "open" },
+            "virtual_keys": gw.access.key_count(),
+        },
         "providers": providers,
         "plugins": plugins,
         "config": live.health(),
@@ -484,13 +559,16 @@ async fn metrics(State(Http { gw, .. }): State<Http>) -> Response {
 }
 
 async fn not_found(uri: Uri) -> Response {
+    no_route(uri.path()).into_response()
+}
+
+fn no_route(path: &str) -> GatewayError {
     GatewayError::client(
         StatusCode::NOT_FOUND,
         "unknown_url",
         None,
-        format!("no route for {}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/responses, /v1/models", uri.path()),
+        format!("no route for {path}; see /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/responses, /v1/models"),
     )
-    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {

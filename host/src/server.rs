@@ -1,6 +1,7 @@
 //! Start-up and shutdown: builds the [`Gateway`] (upstream side, plugins, metrics) from a
-//! validated config, binds the listener and serves until a shutdown signal, then gives
-//! in-flight and queued requests `client.shutdown_timeout` to finish.
+//! validated config, binds the listener (and the admin listener, `client.admin_listen`)
+//! and serves until a shutdown signal, then gives in-flight and queued requests
+//! `client.shutdown_timeout` to finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,12 +16,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::access::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::plugins::PluginHost;
+use crate::plugins::{KvStore, MemoryKv, PluginHost};
 use crate::proxy::Gateway;
 use crate::reload::Live;
-use crate::routes::build_live_router;
+use crate::routes::{build_live_router, Listener};
 use crate::upstream::Upstream;
 
 mod conn;
@@ -41,42 +43,64 @@ pub enum StartupError {
 
 /// Build the upstream side and load the plugins.
 pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
-    {
-        let metrics = Arc::new(Metrics::new());
-        let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
-        let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
-            PluginHost::start(
-                &config.plugins,
-                config.client.initial_pool_size,
-                &metrics.registry,
-            )
-            .await?
-        } else {
-            PluginHost::disabled()
-        };
-        Ok(Gateway::new(Arc::new(config), upstream, plugins, metrics))
-    }
+    gateway_with(config, Arc::new(MemoryKv::new()), Arc::new(SystemClock)).await
+}
+
+/// [`gateway`] with the key-value store that plugins and virtual-key limits share, and the
+/// clock the limits and budgets count by.
+pub async fn gateway_with(
+    config: Config,
+    kv: Arc<dyn KvStore>,
+    clock: Arc<dyn Clock>,
+) -> Result<Gateway, StartupError> {
+    let metrics = Arc::new(Metrics::new());
+    let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
+    let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
+        PluginHost::start_with_kv(
+            &config.plugins,
+            config.client.initial_pool_size,
+            &metrics.registry,
+            kv.clone(),
+        )
+        .await?
+    } else {
+        PluginHost::disabled()
+    };
+    Ok(Gateway::new(Arc::new(config), upstream, plugins, metrics).with_access_store(kv, clock))
 }
 
 /// A bound, not yet serving gateway.
 pub struct Server {
     listener: TcpListener,
+    /// `client.admin_listen`.
+    admin: Option<TcpListener>,
     gateway: Arc<Gateway>,
     live: Arc<Live>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, StartupError> {
-        let addr = config.client.listen;
-        let gateway = Arc::new(gateway(config).await?);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let live = Live::new(gateway.clone());
+        Self::bind_gateway(gateway(config).await?).await
+    }
+
+    /// Bind the listeners of a built gateway's config.
+    pub async fn bind_gateway(gateway: Gateway) -> Result<Server, StartupError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let listener = bind(gateway.config.client.listen).await?;
+        let admin = match gateway.config.client.access.admin_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let gateway = Arc::new(gateway);
         Ok(Server {
             listener,
+            admin,
+            live: Live::new(gateway.clone()),
             gateway,
-            live,
         })
     }
 
@@ -89,6 +113,11 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| self.gateway.config.client.listen)
+    }
+
+    /// The admin listener's address, when `client.admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -108,7 +137,8 @@ impl Server {
             idle: client.idle_timeout,
             write: client.write_timeout,
         };
-        let app = build_live_router(self.live.clone());
+        let app = build_live_router(self.live.clone(), Listener::Public);
+        let admin_app = build_live_router(self.live.clone(), Listener::Admin);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The idle and header limits are the connection wrapper's; hyper's own header
         // timer would cut idle keep-alive connections at the header limit.
@@ -121,17 +151,19 @@ impl Server {
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
-            let (tcp, _peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let (accepted, app) = tokio::select! {
+                accepted = self.listener.accept() => (accepted, &app),
+                accepted = accept(self.admin.as_ref()) => (accepted, &admin_app),
                 () = &mut shutdown => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             // Streamed answers end in small writes; without TCP_NODELAY each waits for the
             // client's delayed ACK (Nagle), which holds the end of every stream on a
@@ -160,6 +192,7 @@ impl Server {
             });
         }
         drop(self.listener);
+        drop(self.admin);
         tracing::info!(
             grace_s = grace.as_secs_f64(),
             "shutting down: finishing requests in flight"
@@ -171,6 +204,16 @@ impl Server {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
         Ok(())
+    }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -200,6 +243,9 @@ pub async fn shutdown_signal() {
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr(), "switchyard listening");
+    if let Some(addr) = server.admin_addr() {
+        tracing::info!(%addr, "admin side (/health, /metrics, /ui) listening");
+    }
     server.run(shutdown_signal()).await
 }
 

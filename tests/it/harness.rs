@@ -12,6 +12,8 @@ use switchyard::server::Server;
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener, when `client.admin_listen` is set.
+    pub admin: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
@@ -46,8 +48,13 @@ impl Gateway {
     }
 
     pub async fn from_config(cfg: Config) -> Gateway {
-        let server = Server::bind(cfg).await.expect("gateway starts");
+        Self::from_server(Server::bind(cfg).await.expect("gateway starts"))
+    }
+
+    /// Serve a bound server until dropped.
+    pub fn from_server(server: Server) -> Gateway {
         let addr = server.local_addr();
+        let admin = server.admin_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -59,6 +66,7 @@ impl Gateway {
         });
         Gateway {
             addr,
+            admin,
             client: reqwest::Client::new(),
             stop: Some(tx),
             task: Some(task),

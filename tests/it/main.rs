@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod api;
 mod clouds;
 mod dialects;

@@ -77,6 +77,33 @@ pub struct RawClient {
     /// Public model names: each `"provider/model"` or a list of them (primary, then
     /// fallbacks).
     pub model_aliases: Option<OrderedMap<serde_json::Value>>,
+    pub virtual_keys: Option<Vec<RawVirtualKey>>,
+    pub admin_listen: Option<String>,
+    /// A literal or `env.NAME`.
+    pub admin_token: Option<String>,
+}
+
+/// `client.virtual_keys[i]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtualKey {
+    pub name: Option<String>,
+    /// A literal or `env.NAME`.
+    pub secret: Option<String>,
+    /// `provider/model`, `provider/*` or `*`.
+    pub models: Option<Vec<String>>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub token_budget: Option<RawTokenBudget>,
+}
+
+/// `client.virtual_keys[i].token_budget`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenBudget {
+    pub tokens: Option<u64>,
+    /// `day` or `month`.
+    pub period: Option<String>,
 }
 
 /// `providers.<name>`.

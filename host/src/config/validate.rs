@@ -20,6 +20,7 @@ use super::{
     ProviderConfig, ProviderKind, ProviderSettings, ProxyConfig, ProxyKind, Secret,
 };
 
+mod access;
 mod service_account;
 mod settings;
 
@@ -265,7 +266,8 @@ pub fn validate(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let client = client(&mut ctx, raw.client.clone().unwrap_or_default());
+    let raw_client = raw.client.unwrap_or_default();
+    let mut client = client(&mut ctx, &raw_client);
     let raw_providers = raw.providers.unwrap_or_default();
     if raw_providers.0.is_empty() {
         ctx.warnings
@@ -284,13 +286,10 @@ pub fn validate(
             providers.push(p);
         }
     }
+    let names: Vec<&str> = raw_providers.0.iter().map(|(n, _)| n.as_str()).collect();
+    client.access = access::access(&mut ctx, &raw_client, client.listen, &names);
     let plugins = plugins(&mut ctx, raw.plugins.unwrap_or_default(), base_dir);
-    let mut client = client;
-    client.model_aliases = model_aliases(
-        &mut ctx,
-        raw.client.as_ref().and_then(|c| c.model_aliases.as_ref()),
-        &providers,
-    );
+    client.model_aliases = model_aliases(&mut ctx, raw_client.model_aliases.as_ref(), &providers);
     if ctx.problems.is_empty() {
         Ok((
             Config {
@@ -305,7 +304,7 @@ pub fn validate(
     }
 }
 
-fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
+fn client(ctx: &mut Ctx<'_>, raw: &RawClient) -> ClientConfig {
     let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
     let listen = match raw.listen.as_deref() {
         None => default_listen,
@@ -373,6 +372,7 @@ fn client(ctx: &mut Ctx<'_>, raw: RawClient) -> ClientConfig {
         body_read_timeout,
         max_in_flight,
         model_aliases: Vec::new(),
+        access: Default::default(),
     }
 }
 
@@ -1044,7 +1044,9 @@ mod tests {
                       "entries": [{"name": "redact", "config": {"x": 1}, "on_error": "fail_closed", "memory_limit_mib": 1}]}
         }"#;
         let (c, warnings) = Config::from_json(text, Path::new("/etc/sy"), &empty_env()).unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
+        // Listening beyond loopback without virtual keys is worth a warning, and the only one.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("client.listen: 0.0.0.0:9000 is reachable"));
         assert_eq!(c.client.queue_timeout, Some(Duration::from_secs(5)));
         let names: Vec<_> = c.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["openai", "azure", "my-vllm"]);

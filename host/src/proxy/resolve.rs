@@ -2,11 +2,11 @@
 //! and model and the fallback list, every problem named by its field.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::dialects;
@@ -367,26 +367,14 @@ fn parse_fallback(i: usize, item: &Value, catalog: &Catalog) -> Result<Vec<Targe
     }
 }
 
+/// The hook context of a request on an open gateway: the caller is known by a hash of
+/// its token (see [`crate::access::anonymous_identity`]).
 pub fn hook_context(headers: &HeaderMap) -> HookContext {
-    // Anthropic clients send their key as `x-api-key`; it identifies them the same way.
-    let client_key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(|token| {
-            let digest = Sha256::digest(token.trim().as_bytes());
-            let mut s = String::with_capacity(19);
-            s.push_str("ck-");
-            for b in &digest[..8] {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
-        })
-        .unwrap_or_else(|| "anonymous".to_owned());
+    hook_context_as(headers, crate::access::anonymous_identity(headers))
+}
+
+/// The hook context of a request whose caller plugins know as `client_key`.
+pub fn hook_context_as(headers: &HeaderMap, client_key: Arc<str>) -> HookContext {
     let visible: Vec<(String, String)> = headers
         .iter()
         .filter(|(n, _)| !SECRET_HEADERS.contains(&n.as_str()))
@@ -400,7 +388,7 @@ pub fn hook_context(headers: &HeaderMap) -> HookContext {
         .unwrap_or_else(|| format!("req-{:016x}", rand::random::<u64>()));
     HookContext {
         request_id: request_id.into(),
-        client_key: client_key.into(),
+        client_key,
         headers: visible.into(),
         received_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -414,7 +402,7 @@ pub fn hook_context(headers: &HeaderMap) -> HookContext {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use http::{HeaderValue, StatusCode};
+    use http::{header, HeaderValue, StatusCode};
 
     #[test]
     fn resolves_provider_slash_model() {
