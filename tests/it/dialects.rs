@@ -516,3 +516,54 @@ async fn redact_sees_anthropic_and_responses_requests_and_streams() {
     let done = &ev.last().unwrap().1;
     assert_eq!(done["response"]["output"][0]["content"][0]["text"], text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_counts_every_dialect_in_one_bucket() {
+    let Some(wasm) = switchyard_tests::require_plugin("rate-limit") else {
+        return;
+    };
+    let dir = switchyard_tests::TempDir::new("plugins");
+    dir.install(&wasm, "rate-limit.wasm");
+    let oa = MockUpstream::start().await;
+    let gw = Gateway::start(json!({
+        "client": {"initial_pool_size": 2},
+        "providers": {"openai": openai_provider(&oa.url())},
+        "plugins": {"directory": dir.path(), "watch": false, "entries": [
+            {"name": "rate-limit", "file": "rate-limit.wasm", "config": {"rules": [
+                {"name": "per-client", "per": "client_key", "capacity": 3, "refill_per_second": 0.01}]}}]}
+    }))
+    .await;
+    let user = json!([{"role": "user", "content": "x"}]);
+    // The same key, as a bearer token (OpenAI SDKs) and as x-api-key (Anthropic SDKs).
+    let chat = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("key-one")
+        .json(&json!({"model": "openai/gpt-4o", "messages": user}));
+    let messages = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "key-one")
+        .json(&json!({"model": "openai/gpt-4o", "max_tokens": 5, "messages": user}));
+    let responses = gw
+        .client
+        .post(gw.url("/v1/responses"))
+        .bearer_auth("key-one")
+        .json(&json!({"model": "openai/gpt-4o", "input": "x"}));
+    for r in [chat, messages, responses] {
+        assert_eq!(r.send().await.unwrap().status(), 200);
+    }
+    let r = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "key-one")
+        .json(&json!({"model": "openai/gpt-4o", "max_tokens": 5, "messages": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(oa.count(), 3);
+}
