@@ -110,16 +110,12 @@ struct Loader {
 pub struct PluginHost {
     shared: Arc<Shared>,
     _watcher: Option<watcher::DirWatcher>,
-    /// The key-value store behind the `kv` import, also where the gateway counts virtual
-    /// keys' limits and budgets; kept by the host so a config reload keeps the counts.
-    kv: Arc<dyn KvStore>,
 }
 
 impl PluginHost {
     /// A host with no plugins.
     pub fn disabled() -> Arc<PluginHost> {
         Arc::new(PluginHost {
-            kv: Arc::new(MemoryKv::new()),
             shared: Arc::new(Shared {
                 chain: ArcSwap::from_pointee(Chain::default()),
                 loader: None,
@@ -159,7 +155,6 @@ impl PluginHost {
             .map_err(|e| PluginStartError::Runtime(e.to_string()))?
             .map_err(PluginStartError::Runtime)?;
         tracing::info!(pooling_allocator = rt.pooling, "plugin runtime ready");
-        let kv_for_host = kv.clone();
         let collector = PluginMetricsCollector::new();
         collector.register(registry);
         let shared = Arc::new(Shared {
@@ -201,23 +196,7 @@ impl PluginHost {
         Ok(Arc::new(PluginHost {
             shared,
             _watcher: dir_watcher,
-            kv: kv_for_host,
         }))
-    }
-
-    /// The key-value store the plugins share (and virtual-key limits count in).
-    pub fn kv_store(&self) -> Arc<dyn KvStore> {
-        self.kv.clone()
-    }
-
-    /// A host with no plugins, counting in `kv`.
-    pub fn disabled_with_kv(kv: Arc<dyn KvStore>) -> Arc<PluginHost> {
-        let host = Self::disabled();
-        Arc::new(PluginHost {
-            shared: host.shared.clone(),
-            _watcher: None,
-            kv,
-        })
     }
 
     /// Reload everything from the directory now; returns once the new chain is in place.

@@ -54,14 +54,7 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             unknown: Arc::new(metrics.unknown_provider()),
-            // The plugins' store: a shared backend shares the counts, and a config reload
-            // (a new Gateway over the same plugins) keeps them.
-            access: Access::with(
-                &config,
-                &metrics,
-                plugins.kv_store(),
-                Arc::new(crate::access::SystemClock),
-            ),
+            access: Access::new(&config, &metrics),
             config,
             upstream,
             plugins,

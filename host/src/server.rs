@@ -63,7 +63,7 @@ pub async fn gateway_with(
         )
         .await?
     } else {
-        PluginHost::disabled_with_kv(kv.clone())
+        PluginHost::disabled()
     };
     Ok(Gateway::new(Arc::new(config), upstream, plugins, metrics).with_access_store(kv, clock))
 }
