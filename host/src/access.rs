@@ -36,12 +36,15 @@ pub use limits::{Clock, ManualClock, SystemClock};
 /// The credential a client presented: `Authorization: Bearer` (OpenAI SDKs) or
 /// `x-api-key` (Anthropic SDKs).
 pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| {
         let v = v.as_bytes();
-        let token = v
-            .strip_prefix(b"Bearer ")
-            .or_else(|| v.strip_prefix(b"bearer "))?;
-        return Some(token.trim_ascii()).filter(|t| !t.is_empty());
+        v.strip_prefix(b"Bearer ")
+            .or_else(|| v.strip_prefix(b"bearer "))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+    });
+    if bearer.is_some() {
+        return bearer;
     }
     headers
         .get("x-api-key")
