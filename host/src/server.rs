@@ -44,10 +44,13 @@ pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
         let metrics = Arc::new(Metrics::new());
         let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
         let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
-            PluginHost::start(
+            // Plugins load in the background (`loading` on /health): the listener is up in
+            // well under a second even when a Python component takes seconds to compile.
+            PluginHost::launch(
                 &config.plugins,
                 config.client.initial_pool_size,
                 &metrics.registry,
+                None,
             )
             .await?
         } else {

@@ -13,6 +13,7 @@ use switchyard::server::Server;
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    pub plugins: std::sync::Arc<switchyard::plugins::PluginHost>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -45,8 +46,16 @@ impl Gateway {
         Self::from_config(config(cfg, env)).await
     }
 
+    /// Start and wait until the plugins have loaded (they load in the background).
     pub async fn from_config(cfg: Config) -> Gateway {
+        let gw = Self::from_config_loading(cfg).await;
+        gw.plugins.wait_loaded().await;
+        gw
+    }
+
+    pub async fn from_config_loading(cfg: Config) -> Gateway {
         let server = Server::bind(cfg).await.expect("gateway starts");
+        let plugins = server.gateway().plugins.clone();
         let addr = server.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -60,6 +69,7 @@ impl Gateway {
         Gateway {
             addr,
             client: reqwest::Client::new(),
+            plugins,
             stop: Some(tx),
             task: Some(task),
         }
