@@ -50,7 +50,9 @@ fn entry(file: &Path, opts: &RunOptions) -> PluginEntry {
         order: 0,
         enabled: true,
         config_json: opts.config_json.clone(),
-        on_error: OnError::FailOpen,
+        // A trap, timeout or hook error is then reported as the failure it is, not
+        // skipped as a fail_open gateway would.
+        on_error: OnError::FailClosed,
         deadline: opts.deadline,
         memory_limit_bytes: opts.memory_limit_bytes,
         fresh_instance_after: 0,

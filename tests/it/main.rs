@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod clouds;
 mod engine;
+mod plugin_cli;
 mod plugin_platform;
 mod plugins;
 mod python_sdk;

@@ -62,6 +62,7 @@ pub fn test() -> Result<()> {
     // The SIGTERM test runs the real binary.
     run_cmd(cargo().args(["build", "--package", "switchyard", "--bin", "switchyard"]))?;
     crate::plugins::test_plugins()?;
+    crate::plugins::check_new_projects(&gateway_bin())?;
     let e2e = root().join("plugins/target/fixtures/e2e.wasm");
     run_cmd(
         cargo()
@@ -73,6 +74,14 @@ pub fn test() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The debug gateway binary `cargo build` writes (the tests that run the binary use it too).
+fn gateway_bin() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("debug/switchyard")
 }
 
 /// The gateway and the mock upstream, optimised (`target/release`).
