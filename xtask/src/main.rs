@@ -12,6 +12,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   test              everything CI checks: formatting, lints, plugin builds, every test
   build-plugins     build the example plugins (plugins/build) and the test fixtures
   python-plugin     build the example Python plugin (componentize-py, in .venv)
+  check-new-projects  build what `switchyard plugin new` writes (rust, python) and load it
   bench [--quick]   overhead, throughput, memory and streaming figures -> docs/benchmarks.md";
 
 fn main() -> Result<()> {
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::bench(&args[1..]),
+        Some("check-new-projects") => plugins::check_new_projects(&tasks::gateway_bin()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -351,18 +351,6 @@ pub fn lint_plugins() -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn component_header() {
-        assert!(is_component(b"\0asm\x0d\0\x01\0rest"));
-        assert!(!is_component(b"\0asm\x01\0\0\0rest"));
-        assert!(!is_component(b"\0as"));
-    }
-}
-
 /// `switchyard plugin new` must write projects that build and load as they are: write a Rust
 /// and a Python one with the gateway binary `bin`, build each with the same toolchains as
 /// the example plugins, and check with `switchyard plugin inspect` and `plugin test` that
@@ -455,4 +443,16 @@ pub fn check_new_projects(bin: &Path) -> Result<()> {
     }
     eprintln!("xtask: `switchyard plugin new` projects (rust, python) build and load");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_header() {
+        assert!(is_component(b"\0asm\x0d\0\x01\0rest"));
+        assert!(!is_component(b"\0asm\x01\0\0\0rest"));
+        assert!(!is_component(b"\0as"));
+    }
 }

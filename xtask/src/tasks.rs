@@ -77,7 +77,7 @@ pub fn test() -> Result<()> {
 }
 
 /// The debug gateway binary `cargo build` writes (the tests that run the binary use it too).
-fn gateway_bin() -> PathBuf {
+pub fn gateway_bin() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))

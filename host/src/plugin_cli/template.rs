@@ -79,7 +79,12 @@ pub fn write(
             vec![
                 ("Cargo.toml".into(), rust_cargo(name, &sdk)),
                 (".cargo/config.toml".into(), RUST_CARGO_CONFIG.into()),
-                ("src/lib.rs".into(), RUST_LIB.replace("{{name}}", name)),
+                (
+                    "src/lib.rs".into(),
+                    RUST_LIB
+                        .replace("{{name}}", name)
+                        .replace("{{snake}}", &snake),
+                ),
                 (
                     "README.md".into(),
                     readme(
