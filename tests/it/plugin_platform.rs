@@ -315,3 +315,74 @@ async fn slow_plugins_load_after_the_listener_and_the_cache_makes_restarts_fast(
         "nothing in the compile cache"
     );
 }
+
+/// The example plugin written in JavaScript (componentize-js) against the same WIT routes
+/// requests by tier: from the body's `metadata`, else from a header; the provider sees the
+/// routed model. Its per-call cost is printed from the gateway's own histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_plugin_routes_by_tier() {
+    let Some(wasm) = require_plugin("tier_router") else {
+        return;
+    };
+    let dir = TempDir::new("js");
+    dir.install(&wasm, "tier_router.wasm");
+    let mock = MockUpstream::start().await;
+    let mut cfg = config(
+        &mock,
+        &dir,
+        json!([{"name": "tier-router", "file": "tier_router.wasm", "on_error": "fail_closed",
+                "deadline_ms": 200, "memory_limit_mib": 128,
+                "config": {"routes": {"premium": "gpt-4o", "free": "gpt-4o-mini"}}}]),
+    );
+    cfg["client"]["initial_pool_size"] = json!(1);
+    let gw = Gateway::start(cfg).await;
+    let h: Value = serde_json::from_str(&gw.get_text("/health").await).unwrap();
+    assert_eq!(plugin_health(&h, "tier-router")["state"], "ready", "{h}");
+    let (s, b) = gw
+        .chat(
+            json!({"model": "openai/any-model", "messages": user("echo:hi"),
+                     "metadata": {"tier": "free"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(mock.received().pop().unwrap().body["model"], "gpt-4o-mini");
+    let r = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-tier", "premium")
+        .json(&json!({"model": "openai/any-model", "messages": user("echo:hi")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.received().pop().unwrap().body["model"], "gpt-4o");
+    let n = 50;
+    for _ in 0..n {
+        let (s, _) = gw
+            .chat(json!({"model": "openai/any-model", "messages": user("echo:hi")}))
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(mock.received().pop().unwrap().body["model"], "any-model");
+    let text = gw.get_text("/metrics").await;
+    assert!(
+        text.contains(
+            "switchyard_plugin_tier_router_routed_total{plugin=\"tier-router\",tier=\"free\"} 1"
+        ),
+        "{text}"
+    );
+    let sum = crate::harness::metric(
+        &text,
+        "switchyard_plugin_call_duration_seconds_sum{hook=\"pre\",plugin=\"tier-router\"}",
+    );
+    let count = crate::harness::metric(
+        &text,
+        "switchyard_plugin_call_duration_seconds_count{hook=\"pre\",plugin=\"tier-router\"}",
+    );
+    assert_eq!(count, (n + 2) as f64);
+    eprintln!(
+        "JavaScript plugin: {:.1} MB, {:.0} µs per pre-hook call (mean of {count})",
+        wasm.metadata().unwrap().len() as f64 / 1e6,
+        sum / count * 1e6
+    );
+}

@@ -50,6 +50,7 @@ pub fn test() -> Result<()> {
     crate::plugins::build_plugins()?;
     crate::python::ensure_venv()?;
     crate::python::build_python_plugin()?;
+    crate::js::build_js_plugin()?;
     crate::plugins::lint_plugins()?;
     run_cmd(cargo().args([
         "clippy",

@@ -425,7 +425,7 @@ const JS_PACKAGE: &str = r#"{
     "build": "componentize-js app.js --wit wit --world-name plugin -d http -d fetch-event -o {{snake}}.wasm"
   },
   "devDependencies": {
-    "@bytecodealliance/componentize-js": "^0.19.3"
+    "@bytecodealliance/componentize-js": "0.23.0"
   }
 }
 "#;
