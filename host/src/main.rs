@@ -124,6 +124,7 @@ async fn main() -> ExitCode {
 }
 
 fn plugin(cmd: PluginCommand) -> ExitCode {
+    plugin_cli::use_default_compile_cache();
     let result = match cmd {
         PluginCommand::Inspect { file, config } => plugin_cli::read_options(config.as_deref())
             .and_then(|opts| plugin_cli::inspect(&file, &opts)),

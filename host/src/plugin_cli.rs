@@ -39,6 +39,21 @@ impl Default for RunOptions {
     }
 }
 
+/// The tools share the gateway's default compilation cache
+/// (`$XDG_CACHE_HOME/switchyard/wasmtime`, else `~/.cache/switchyard/wasmtime`);
+/// `SWITCHYARD_COMPILE_CACHE=off` turns it off.
+pub fn use_default_compile_cache() {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| Path::new(v).is_absolute());
+    let dir = match std::env::var("SWITCHYARD_COMPILE_CACHE").as_deref() {
+        Ok("off") => None,
+        _ => var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|b| b.join("switchyard").join("wasmtime")),
+    };
+    offline::set_compile_cache(dir);
+}
+
 fn entry(file: &Path, opts: &RunOptions) -> PluginEntry {
     let name = file
         .file_stem()

@@ -48,8 +48,18 @@ fn hook_names(h: wit::Hooks) -> Vec<&'static str> {
     out
 }
 
+/// The compilation cache the tools use: [`set_compile_cache`], else none.
+static CACHE_DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Use wasmtime's compilation cache in `dir` for the tools (call before the first load), so
+/// a Python or JavaScript component is compiled once, not at every `plugin test`.
+pub fn set_compile_cache(dir: Option<std::path::PathBuf>) {
+    let _ = CACHE_DIR.set(dir);
+}
+
 fn shared_runtime(entry: &PluginEntry) -> Result<Arc<runtime::Runtime>, String> {
-    runtime::runtime(entry.memory_limit_bytes.max(64 << 20), None)
+    let cache = CACHE_DIR.get().cloned().flatten();
+    runtime::runtime(entry.memory_limit_bytes.max(64 << 20), cache)
 }
 
 /// Describe the component in `bytes`; `entry` gives the config and limits `init` runs with.
