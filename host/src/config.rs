@@ -346,6 +346,9 @@ pub enum OnError {
     FailClosed,
 }
 
+/// Default of `plugins.kv.max_bytes_per_plugin`.
+pub const DEFAULT_KV_MAX_BYTES_PER_PLUGIN: usize = 16 << 20;
+
 /// `plugins`.
 #[derive(Debug, Clone)]
 pub struct PluginsConfig {
@@ -360,6 +363,13 @@ pub struct PluginsConfig {
     pub max_instances: usize,
     /// The entries in chain order (sorted by `order`, then position in the file).
     pub entries: Vec<PluginEntry>,
+    /// `kv.max_bytes_per_plugin` (default 16 MiB): size cap of one plugin's keys in the
+    /// in-process store; least recently used keys are evicted past it.
+    pub kv_max_bytes_per_plugin: usize,
+    /// `compile_cache` (default `$XDG_CACHE_HOME/switchyard/wasmtime`, else
+    /// `~/.cache/switchyard/wasmtime`, else `plugins.directory/.cache`; `false` = none):
+    /// where wasmtime keeps compiled components across restarts.
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -370,6 +380,8 @@ impl Default for PluginsConfig {
             debounce: Duration::from_millis(200),
             max_instances: 64,
             entries: Vec::new(),
+            kv_max_bytes_per_plugin: DEFAULT_KV_MAX_BYTES_PER_PLUGIN,
+            compile_cache: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod dialects;
 pub mod error;
 pub mod metrics;
+pub mod plugin_cli;
 pub mod plugins;
 pub mod providers;
 pub mod proxy;

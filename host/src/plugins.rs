@@ -51,9 +51,15 @@ pub struct PluginHealth {
     pub file: String,
     /// First 16 hex digits of the SHA-256 of the serving component, if one is loaded.
     pub version: Option<String>,
-    /// `ready`, `disabled`, `failed` (no version could be loaded), `degraded` (an old
-    /// version serves because the newest failed to load), `unlisted` (file with no entry).
+    /// `loading` (the first load is under way), `ready`, `disabled`, `failed` (no version
+    /// could be loaded), `degraded` (an old version serves because the newest failed to
+    /// load), `unlisted` (file with no entry).
     pub state: String,
+    /// `fail_open` or `fail_closed`.
+    pub on_error: &'static str,
+    /// True while requests are refused because of this plugin: it is `fail_closed` and not
+    /// loaded (loading, failed, file missing).
+    pub blocks_requests: bool,
     pub last_error: Option<String>,
     pub loaded_at_ms: Option<u64>,
 }
@@ -70,6 +76,7 @@ pub enum PluginStartError {
 mod bindings;
 mod kv;
 mod metrics;
+pub mod offline;
 mod runtime;
 mod watcher;
 
@@ -80,7 +87,7 @@ use std::sync::{Mutex, Weak};
 use arc_swap::ArcSwap;
 use http::StatusCode;
 
-use crate::config::OnError;
+use crate::config::{OnError, PluginEntry};
 use bindings::wit;
 use metrics::{PluginMetrics, PluginMetricsCollector};
 use runtime::{CallError, LoadedPlugin, PluginSpec, Runtime};
@@ -93,12 +100,16 @@ struct Shared {
     health: Mutex<Vec<PluginHealth>>,
     /// One reload at a time: two overlapping reloads could swap in an older snapshot last.
     reload_lock: tokio::sync::Mutex<()>,
+    /// True once the first load (started in the background) has finished.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 struct Loader {
     cfg: PluginsConfig,
     prewarm: usize,
     rt: Arc<Runtime>,
+    /// Compiled components by content hash; only versions the chain uses are kept.
+    compiled: runtime::CompileCache,
     collector: Arc<PluginMetricsCollector>,
     /// One store for the host; each plugin sees it through its own key prefix, so a
     /// reloaded plugin keeps its counters.
@@ -121,6 +132,7 @@ impl PluginHost {
                 loader: None,
                 health: Mutex::new(Vec::new()),
                 reload_lock: tokio::sync::Mutex::new(()),
+                loaded: tokio::sync::watch::channel(true).0,
             }),
             _watcher: None,
         })
@@ -133,7 +145,9 @@ impl PluginHost {
         initial_pool_size: usize,
         registry: &prometheus::Registry,
     ) -> Result<Arc<PluginHost>, PluginStartError> {
-        Self::start_with_kv(cfg, initial_pool_size, registry, Arc::new(MemoryKv::new())).await
+        let host = Self::launch(cfg, initial_pool_size, registry, None).await?;
+        host.wait_loaded().await;
+        Ok(host)
     }
 
     /// [`PluginHost::start`] with another key-value backend.
@@ -143,6 +157,22 @@ impl PluginHost {
         registry: &prometheus::Registry,
         kv: Arc<dyn KvStore>,
     ) -> Result<Arc<PluginHost>, PluginStartError> {
+        let host = Self::launch(cfg, initial_pool_size, registry, Some(kv)).await?;
+        host.wait_loaded().await;
+        Ok(host)
+    }
+
+    /// Create the runtime and return at once; the plugins load in the background (Python
+    /// and JavaScript components take seconds to compile). Until a plugin is ready it shows
+    /// as `loading` on `/health`: a `fail_open` one is skipped, a `fail_closed` one makes
+    /// requests fail with 503. `kv` defaults to the in-process store capped by
+    /// `plugins.kv.max_bytes_per_plugin`.
+    pub async fn launch(
+        cfg: &PluginsConfig,
+        initial_pool_size: usize,
+        registry: &prometheus::Registry,
+        kv: Option<Arc<dyn KvStore>>,
+    ) -> Result<Arc<PluginHost>, PluginStartError> {
         let max_mem = cfg
             .entries
             .iter()
@@ -150,30 +180,49 @@ impl PluginHost {
             .max()
             .unwrap_or(64 << 20)
             .max(64 << 20);
-        let rt = tokio::task::spawn_blocking(move || runtime::runtime(max_mem))
+        let cache_dir = cfg.compile_cache.clone();
+        let rt = tokio::task::spawn_blocking(move || runtime::runtime(max_mem, cache_dir))
             .await
             .map_err(|e| PluginStartError::Runtime(e.to_string()))?
             .map_err(PluginStartError::Runtime)?;
-        tracing::info!(pooling_allocator = rt.pooling, "plugin runtime ready");
+        tracing::info!(pooling_allocator = rt.pooling, compile_cache = ?rt.cache_dir, "plugin runtime ready");
         let collector = PluginMetricsCollector::new();
         collector.register(registry);
+        let kv = kv.unwrap_or_else(|| {
+            Arc::new(MemoryKv::with_limit(
+                cfg.kv_max_bytes_per_plugin,
+                Some(collector.kv_evictions.clone()),
+            ))
+        });
+        let (loading_chain, loading_health) = loading(cfg, &collector);
         let shared = Arc::new(Shared {
-            chain: ArcSwap::from_pointee(Chain::default()),
+            chain: ArcSwap::from_pointee(loading_chain),
             loader: Some(Loader {
                 cfg: cfg.clone(),
                 prewarm: initial_pool_size.min(cfg.max_instances),
                 rt,
+                compiled: runtime::CompileCache::default(),
                 collector,
                 kv,
                 plugin_metrics: Mutex::new(Default::default()),
             }),
-            health: Mutex::new(Vec::new()),
+            health: Mutex::new(loading_health),
             reload_lock: tokio::sync::Mutex::new(()),
+            loaded: tokio::sync::watch::channel(false).0,
         });
         if !cfg.directory.is_dir() {
             tracing::warn!(dir = %cfg.directory.display(), "plugins directory missing; configured plugins fail to load");
         }
-        reload(&shared).await;
+        let first = shared.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            reload(&first).await;
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "initial plugin load finished"
+            );
+            first.loaded.send_replace(true);
+        });
         let mut dir_watcher = None;
         if cfg.watch && cfg.directory.is_dir() {
             match watcher::watch(&cfg.directory, cfg.debounce) {
@@ -199,6 +248,17 @@ impl PluginHost {
         }))
     }
 
+    /// Returns once the initial load (see [`PluginHost::launch`]) has finished.
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.shared.loaded.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Whether the initial load has finished.
+    pub fn is_loaded(&self) -> bool {
+        *self.shared.loaded.borrow()
+    }
+
     /// Reload everything from the directory now; returns once the new chain is in place.
     pub async fn reload_now(&self) {
         reload(&self.shared).await;
@@ -216,6 +276,39 @@ impl PluginHost {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// How many compiled component versions the host keeps (those its chain uses).
+    pub fn compiled_versions(&self) -> usize {
+        self.shared.loader.as_ref().map_or(0, |l| l.compiled.len())
+    }
+}
+
+/// The chain and health before the first load: every enabled entry is `loading`.
+fn loading(
+    cfg: &PluginsConfig,
+    collector: &Arc<PluginMetricsCollector>,
+) -> (Chain, Vec<PluginHealth>) {
+    let mut unavailable = Vec::new();
+    let mut out = Vec::new();
+    for e in &cfg.entries {
+        if !e.enabled {
+            out.push(health(e, "disabled"));
+            continue;
+        }
+        let mut h = health(e, "loading");
+        if e.on_error == OnError::FailClosed {
+            h.blocks_requests = true;
+            unavailable.push(Unavailable {
+                name: e.name.clone(),
+                reason: "still loading".into(),
+                loading: true,
+            });
+        }
+        out.push(h);
+    }
+    let mut chain = Chain::new(Vec::new(), Some(collector.clone()));
+    chain.unavailable = unavailable;
+    (chain, out)
 }
 
 async fn reload(shared: &Arc<Shared>) {
@@ -228,9 +321,20 @@ async fn reload(shared: &Arc<Shared>) {
     let done = tokio::task::spawn_blocking(move || {
         let loader = s.loader.as_ref().expect("checked above");
         let current = s.chain.load_full();
-        let (chain, health) = loader.reconcile(&current);
+        let before = s.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (chain, health) = loader.reconcile(&current, &before, |partial, health| {
+            // Only while plugins are still loading for the first time: a plugin that is
+            // ready serves before a slow one behind it has compiled.
+            s.chain.store(Arc::new(partial));
+            *s.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
+        });
         s.chain.store(Arc::new(chain));
         *s.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
+        // Versions no chain uses any more are dropped; a request in flight on an older
+        // chain keeps its own reference until it finishes.
+        let keep: std::collections::HashSet<[u8; 32]> =
+            s.chain.load().plugins.iter().map(|p| p.hash).collect();
+        loader.compiled.retain(&keep);
     })
     .await;
     if let Err(e) = done {
@@ -244,6 +348,11 @@ fn health(e: &crate::config::PluginEntry, state: &str) -> PluginHealth {
         file: e.file.clone(),
         version: None,
         state: state.to_owned(),
+        on_error: match e.on_error {
+            OnError::FailOpen => "fail_open",
+            OnError::FailClosed => "fail_closed",
+        },
+        blocks_requests: false,
         last_error: None,
         loaded_at_ms: None,
     }
@@ -251,6 +360,12 @@ fn health(e: &crate::config::PluginEntry, state: &str) -> PluginHealth {
 
 fn version(p: &LoadedPlugin) -> String {
     runtime::hex(&p.hash[..8])
+}
+
+/// What one entry is after a reconcile step.
+enum Slot {
+    Ready(Arc<LoadedPlugin>),
+    Missing(Option<Unavailable>),
 }
 
 impl Loader {
@@ -271,95 +386,165 @@ impl Loader {
             .inc();
     }
 
-    /// The chain for the directory as it is now, reusing plugins whose bytes did not change.
-    fn reconcile(&self, current: &Chain) -> (Chain, Vec<PluginHealth>) {
+    /// One entry as the directory has it now, reusing the serving version if its bytes did
+    /// not change.
+    fn entry_slot(
+        &self,
+        entry: &PluginEntry,
+        old: Option<Arc<LoadedPlugin>>,
+    ) -> (Slot, PluginHealth) {
         let dir = &self.cfg.directory;
-        let mut plugins = Vec::new();
-        let mut out = Vec::new();
-        for entry in &self.cfg.entries {
+        let closed = |reason: &str, h: &mut PluginHealth| {
+            if entry.on_error == OnError::FailClosed {
+                h.blocks_requests = true;
+                Some(Unavailable {
+                    name: entry.name.clone(),
+                    reason: reason.to_owned(),
+                    loading: false,
+                })
+            } else {
+                None
+            }
+        };
+        if !entry.enabled {
+            return (Slot::Missing(None), health(entry, "disabled"));
+        }
+        let bytes = match std::fs::read(dir.join(&entry.file)) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = if e.kind() == std::io::ErrorKind::NotFound {
+                    if old.is_some() {
+                        "file removed".to_owned()
+                    } else {
+                        format!("file not found: {}", dir.join(&entry.file).display())
+                    }
+                } else {
+                    format!("read {}: {e}", entry.file)
+                };
+                if old.is_some() {
+                    tracing::warn!(plugin = %entry.name, "plugin file removed; plugin unloaded");
+                } else {
+                    tracing::warn!(plugin = %entry.name, error = %reason, "plugin not loaded");
+                }
+                let mut h = health(entry, "failed");
+                let u = closed(&reason, &mut h);
+                h.last_error = Some(reason);
+                return (Slot::Missing(u), h);
+            }
+        };
+        let hash = runtime::sha256(&bytes);
+        if let Some(o) = old.as_ref().filter(|o| o.hash == hash) {
+            let mut h = health(entry, "ready");
+            h.version = Some(version(o));
+            h.loaded_at_ms = Some(o.loaded_at_ms);
+            return (Slot::Ready(o.clone()), h);
+        }
+        let spec = PluginSpec {
+            entry: entry.clone(),
+            kv: kv::ScopedKv::new(self.kv.clone(), &entry.name),
+            metrics: self.metrics_for(&entry.name),
+            max_instances: self.cfg.max_instances,
+        };
+        let started = std::time::Instant::now();
+        match LoadedPlugin::load(self.rt.clone(), &self.compiled, spec, &bytes, self.prewarm) {
+            Ok(p) => {
+                self.count_reload(&entry.name, true);
+                let p = Arc::new(p);
+                tracing::info!(
+                    plugin = %entry.name,
+                    version = %version(&p),
+                    hooks = ?p.hooks,
+                    instances = p.pooled(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "plugin loaded"
+                );
+                let mut h = health(entry, "ready");
+                h.version = Some(version(&p));
+                h.loaded_at_ms = Some(p.loaded_at_ms);
+                (Slot::Ready(p), h)
+            }
+            Err(reason) => {
+                self.count_reload(&entry.name, false);
+                tracing::warn!(plugin = %entry.name, error = %reason, "plugin failed to load");
+                let mut h = health(entry, "failed");
+                let slot = match old {
+                    Some(o) => {
+                        h.state = "degraded".into();
+                        h.version = Some(version(&o));
+                        h.loaded_at_ms = Some(o.loaded_at_ms);
+                        Slot::Ready(o)
+                    }
+                    None => Slot::Missing(closed(&format!("failed to load: {reason}"), &mut h)),
+                };
+                h.last_error = Some(reason);
+                (slot, h)
+            }
+        }
+    }
+
+    /// The chain for the directory as it is now, reusing plugins whose bytes did not change.
+    /// While entries are still `loading` (the first load), `progress` is given the chain
+    /// after each entry, the entries not reached yet as they were.
+    fn reconcile(
+        &self,
+        current: &Chain,
+        before: &[PluginHealth],
+        mut progress: impl FnMut(Chain, Vec<PluginHealth>),
+    ) -> (Chain, Vec<PluginHealth>) {
+        let first_load = before.iter().any(|h| h.state == "loading");
+        let mut slots: Vec<(Slot, PluginHealth)> = Vec::new();
+        for (i, entry) in self.cfg.entries.iter().enumerate() {
             let old = current
                 .plugins
                 .iter()
                 .find(|p| p.entry.name == entry.name)
                 .cloned();
-            if !entry.enabled {
-                out.push(health(entry, "disabled"));
-                continue;
-            }
-            let bytes = match std::fs::read(dir.join(&entry.file)) {
-                Ok(b) => b,
-                Err(e) => {
-                    let reason = if e.kind() == std::io::ErrorKind::NotFound {
-                        if old.is_some() {
-                            "file removed".to_owned()
-                        } else {
-                            format!("file not found: {}", dir.join(&entry.file).display())
-                        }
-                    } else {
-                        format!("read {}: {e}", entry.file)
-                    };
-                    if old.is_some() {
-                        tracing::warn!(plugin = %entry.name, "plugin file removed; plugin unloaded");
-                    } else {
-                        tracing::warn!(plugin = %entry.name, error = %reason, "plugin not loaded");
+            slots.push(self.entry_slot(entry, old));
+            if first_load && i + 1 < self.cfg.entries.len() {
+                let mut plugins = Vec::new();
+                let mut unavailable = Vec::new();
+                let mut out = Vec::new();
+                for (slot, h) in &slots {
+                    match slot {
+                        Slot::Ready(p) => plugins.push(p.clone()),
+                        Slot::Missing(u) => unavailable.extend(u.clone()),
                     }
-                    let mut h = health(entry, "failed");
-                    h.last_error = Some(reason);
-                    out.push(h);
-                    continue;
+                    out.push(h.clone());
                 }
-            };
-            let hash = runtime::sha256(&bytes);
-            if let Some(o) = old.as_ref().filter(|o| o.hash == hash) {
-                let mut h = health(entry, "ready");
-                h.version = Some(version(o));
-                h.loaded_at_ms = Some(o.loaded_at_ms);
-                out.push(h);
-                plugins.push(o.clone());
-                continue;
-            }
-            let spec = PluginSpec {
-                entry: entry.clone(),
-                kv: kv::ScopedKv::new(self.kv.clone(), &entry.name),
-                metrics: self.metrics_for(&entry.name),
-                max_instances: self.cfg.max_instances,
-            };
-            let started = std::time::Instant::now();
-            match LoadedPlugin::load(self.rt.clone(), spec, &bytes, self.prewarm) {
-                Ok(p) => {
-                    self.count_reload(&entry.name, true);
-                    let p = Arc::new(p);
-                    tracing::info!(
-                        plugin = %entry.name,
-                        version = %version(&p),
-                        hooks = ?p.hooks,
-                        instances = p.pooled(),
-                        ms = started.elapsed().as_millis() as u64,
-                        "plugin loaded"
+                for rest in &self.cfg.entries[i + 1..] {
+                    unavailable.extend(
+                        current
+                            .unavailable
+                            .iter()
+                            .filter(|u| u.name == rest.name)
+                            .cloned(),
                     );
-                    let mut h = health(entry, "ready");
-                    h.version = Some(version(&p));
-                    h.loaded_at_ms = Some(p.loaded_at_ms);
-                    out.push(h);
-                    plugins.push(p);
+                    plugins.extend(
+                        current
+                            .plugins
+                            .iter()
+                            .filter(|p| p.entry.name == rest.name)
+                            .cloned(),
+                    );
+                    out.extend(before.iter().filter(|h| h.name == rest.name).cloned());
                 }
-                Err(reason) => {
-                    self.count_reload(&entry.name, false);
-                    tracing::warn!(plugin = %entry.name, error = %reason, "plugin failed to load");
-                    let mut h = health(entry, "failed");
-                    if let Some(o) = old {
-                        h.state = "degraded".into();
-                        h.version = Some(version(&o));
-                        h.loaded_at_ms = Some(o.loaded_at_ms);
-                        plugins.push(o);
-                    }
-                    h.last_error = Some(reason);
-                    out.push(h);
-                }
+                let mut chain = Chain::new(plugins, Some(self.collector.clone()));
+                chain.unavailable = unavailable;
+                progress(chain, out);
             }
         }
+        let mut plugins = Vec::new();
+        let mut unavailable = Vec::new();
+        let mut out = Vec::new();
+        for (slot, h) in slots {
+            match slot {
+                Slot::Ready(p) => plugins.push(p),
+                Slot::Missing(u) => unavailable.extend(u),
+            }
+            out.push(h);
+        }
         // Components nobody configured are listed, not loaded: a stray file must not run.
-        if let Ok(rd) = std::fs::read_dir(dir) {
+        if let Ok(rd) = std::fs::read_dir(&self.cfg.directory) {
             let mut unlisted: Vec<String> = rd
                 .filter_map(|d| d.ok())
                 .map(|d| d.file_name().to_string_lossy().into_owned())
@@ -373,12 +558,44 @@ impl Loader {
                     file: f,
                     version: None,
                     state: "unlisted".into(),
+                    on_error: "fail_open",
+                    blocks_requests: false,
                     last_error: None,
                     loaded_at_ms: None,
                 });
             }
         }
-        (Chain::new(plugins, Some(self.collector.clone())), out)
+        let mut chain = Chain::new(plugins, Some(self.collector.clone()));
+        chain.unavailable = unavailable;
+        (chain, out)
+    }
+}
+
+/// A `fail_closed` plugin that cannot serve: requests are refused while it is so.
+#[derive(Debug, Clone)]
+struct Unavailable {
+    name: String,
+    reason: String,
+    loading: bool,
+}
+
+impl Unavailable {
+    fn error(&self) -> GatewayError {
+        let mut e = GatewayError::plugin(
+            &self.name,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "plugin {} is configured fail_closed and is not loaded ({}); requests are refused until it is",
+                self.name, self.reason
+            ),
+        )
+        .with_code("plugin_unavailable");
+        // Every target would meet the same plugin.
+        e.allow_fallbacks = false;
+        if self.loading {
+            e.retry_after = Some(Duration::from_secs(1));
+        }
+        e
     }
 }
 
@@ -386,6 +603,9 @@ impl Loader {
 #[derive(Default)]
 pub struct Chain {
     plugins: Vec<Arc<LoadedPlugin>>,
+    /// `fail_closed` entries that are not loaded (loading, failed, file missing): while
+    /// any is here, requests are refused with 503 naming it.
+    unavailable: Vec<Unavailable>,
     collector: Option<Arc<PluginMetricsCollector>>,
     /// Per plugin, the call-time histograms of its pre, post and chunk hooks, resolved once
     /// so a call pays an atomic add, not a label lookup.
@@ -429,6 +649,7 @@ impl Chain {
             .collect();
         Chain {
             plugins,
+            unavailable: Vec::new(),
             collector,
             timers,
             any_pre,
@@ -454,8 +675,9 @@ impl Chain {
         }
     }
 
+    /// True when there is nothing to run and nothing that refuses requests.
     pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
+        self.plugins.is_empty() && self.unavailable.is_empty()
     }
 
     /// Names of the plugins in chain order.
@@ -494,6 +716,9 @@ impl Chain {
     /// Run the pre-hooks in order. Returns the decision and how many plugins ran (their
     /// post-hooks run later, in reverse).
     pub fn pre_hooks(&self, ctx: &HookContext, req: &mut UnifiedRequest) -> (PreOutcome, usize) {
+        if let Some(u) = self.unavailable.first() {
+            return (PreOutcome::Reject(u.error()), 0);
+        }
         if !self.any_pre {
             return (PreOutcome::Continue, self.plugins.len());
         }

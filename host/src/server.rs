@@ -56,11 +56,13 @@ pub async fn gateway_with(
     let metrics = Arc::new(Metrics::new());
     let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
     let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
-        PluginHost::start_with_kv(
+        // Plugins load in the background (`loading` on /health): the listener is up in
+        // well under a second even when a Python component takes seconds to compile.
+        PluginHost::launch(
             &config.plugins,
             config.client.initial_pool_size,
             &metrics.registry,
-            kv.clone(),
+            Some(kv.clone()),
         )
         .await?
     } else {

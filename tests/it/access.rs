@@ -43,7 +43,9 @@ async fn start_at(cfg: Value, clock: Arc<ManualClock>) -> Gateway {
     let gw = gateway_with(config(cfg, ENV), Arc::new(MemoryKv::new()), clock)
         .await
         .unwrap();
-    Gateway::from_server(Server::bind_gateway(gw).await.unwrap())
+    let gw = Gateway::from_server(Server::bind_gateway(gw).await.unwrap());
+    gw.plugins.wait_loaded().await;
+    gw
 }
 
 async fn post(

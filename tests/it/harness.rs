@@ -15,6 +15,7 @@ pub struct Gateway {
     /// The admin listener, when `client.admin_listen` is set.
     pub admin: Option<SocketAddr>,
     pub client: reqwest::Client,
+    pub plugins: std::sync::Arc<switchyard::plugins::PluginHost>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -47,12 +48,21 @@ impl Gateway {
         Self::from_config(config(cfg, env)).await
     }
 
+    /// Start and wait until the plugins have loaded (they load in the background).
     pub async fn from_config(cfg: Config) -> Gateway {
+        let gw = Self::from_config_loading(cfg).await;
+        gw.plugins.wait_loaded().await;
+        gw
+    }
+
+    /// Start without waiting for the plugins to load.
+    pub async fn from_config_loading(cfg: Config) -> Gateway {
         Self::from_server(Server::bind(cfg).await.expect("gateway starts"))
     }
 
-    /// Serve a bound server until dropped.
+    /// Serve a bound server until dropped (plugins may still be loading).
     pub fn from_server(server: Server) -> Gateway {
+        let plugins = server.gateway().plugins.clone();
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -68,6 +78,7 @@ impl Gateway {
             addr,
             admin,
             client: reqwest::Client::new(),
+            plugins,
             stop: Some(tx),
             task: Some(task),
         }

@@ -10,6 +10,8 @@ mod clouds;
 mod dialects;
 mod engine;
 mod faults;
+mod plugin_cli;
+mod plugin_platform;
 mod plugins;
 mod python_sdk;
 mod reload;

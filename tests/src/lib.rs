@@ -51,6 +51,7 @@ pub fn plugin_component(name: &str) -> Option<PathBuf> {
             .join(format!("{name}.wasm")),
         root.join("plugins/target/python")
             .join(format!("{name}.wasm")),
+        root.join("plugins/target/js").join(format!("{name}.wasm")),
     ]
     .into_iter()
     .find(|p| p.is_file())

@@ -1,6 +1,7 @@
 //! Build tasks. `cargo xtask test` is the CI entry point; `cargo xtask run` the quick start.
 
 mod bench;
+mod js;
 mod peers;
 mod plugins;
 mod python;
@@ -13,6 +14,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   test              everything CI checks: formatting, lints, plugin builds, every test
   build-plugins     build the example plugins (plugins/build) and the test fixtures
   python-plugin     build the example Python plugin (componentize-py, in .venv)
+  check-new-projects  build what `switchyard plugin new` writes (rust, python) and load it
+  js-plugin         build the example JavaScript plugin (componentize-js from npm, locally)
   bench [--quick]   overhead, throughput, memory and streaming figures beside nginx and crabllm -> docs/benchmarks.md";
 
 fn main() -> Result<()> {
@@ -27,6 +30,12 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::bench(&args[1..]),
+        Some("js-plugin") => {
+            let wasm = js::build_js_plugin()?;
+            println!("{}", wasm.display());
+            Ok(())
+        }
+        Some("check-new-projects") => plugins::check_new_projects(&tasks::gateway_bin()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -351,6 +351,100 @@ pub fn lint_plugins() -> Result<()> {
     Ok(())
 }
 
+/// `switchyard plugin new` must write projects that build and load as they are: write a Rust
+/// and a Python one with the gateway binary `bin`, build each with the same toolchains as
+/// the example plugins, and check with `switchyard plugin inspect` and `plugin test` that
+/// the component loads and refuses a request with its blocked word.
+pub fn check_new_projects(bin: &Path) -> Result<()> {
+    let work = target_dir().join("new-projects");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let config = work.join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"name": "my-guard", "deadline_ms": 500, "memory_limit_mib": 128, "config": {"blocked_words": ["secret"]}}"#,
+    )?;
+    let request = work.join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "a Secret plan"}]}"#,
+    )?;
+    let check = |wasm: &Path| -> Result<()> {
+        run_cmd(Command::new(bin).args(["plugin", "inspect"]).arg(wasm))?;
+        let out = Command::new(bin)
+            .args(["plugin", "test"])
+            .arg(wasm)
+            .arg("--config")
+            .arg(&config)
+            .arg("--request")
+            .arg(&request)
+            .output()
+            .context("cannot run switchyard plugin test")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{text}");
+        if !out.status.success() || !text.contains("reject 400 blocked_word") {
+            bail!(
+                "{} does not refuse a blocked word:\n{text}{}",
+                wasm.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+
+    let rust = work.join("rust");
+    run_cmd(
+        Command::new(bin)
+            .args(["plugin", "new", "my-guard", "--lang", "rust", "--dir"])
+            .arg(&rust),
+    )?;
+    let toolchain = ensure_wasm_target()?;
+    let mut cmd = cargo(toolchain);
+    // The project's own .cargo/config.toml (target, linker) applies from its directory;
+    // the shared target directory reuses the example plugins' compiled dependencies.
+    cmd.current_dir(&rust)
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(target_dir().join("new-rust"));
+    if toolchain == Toolchain::Debian {
+        cmd.args(["-Z", "build-std=std,panic_abort"]);
+    }
+    run_cmd(&mut cmd)?;
+    check(
+        &target_dir()
+            .join("new-rust")
+            .join(TARGET)
+            .join("release/my_guard.wasm"),
+    )?;
+
+    let componentize = crate::python::venv_bin(&root().join(".venv"), "componentize-py");
+    if componentize.is_file() {
+        let py = work.join("python");
+        run_cmd(
+            Command::new(bin)
+                .args(["plugin", "new", "my-guard", "--lang", "python", "--dir"])
+                .arg(&py),
+        )?;
+        run_cmd(Command::new(&componentize).current_dir(&py).args([
+            "-d",
+            "wit",
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-o",
+            "my_guard.wasm",
+        ]))?;
+        check(&py.join("my_guard.wasm"))?;
+    } else {
+        bail!(
+            "{} is missing: the test command creates .venv first",
+            componentize.display()
+        );
+    }
+    eprintln!("xtask: `switchyard plugin new` projects (rust, python) build and load");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ const PLUGIN_NAME: &str = "word_guard";
 /// Where the component goes (under `plugins/target/`, which git ignores).
 const PLUGIN_OUT: &str = "plugins/target/python";
 
-fn venv_bin(venv: &Path, tool: &str) -> PathBuf {
+pub fn venv_bin(venv: &Path, tool: &str) -> PathBuf {
     if cfg!(windows) {
         venv.join("Scripts").join(format!("{tool}.exe"))
     } else {

@@ -50,6 +50,7 @@ pub fn test() -> Result<()> {
     crate::plugins::build_plugins()?;
     crate::python::ensure_venv()?;
     crate::python::build_python_plugin()?;
+    crate::js::build_js_plugin()?;
     crate::plugins::lint_plugins()?;
     run_cmd(cargo().args([
         "clippy",
@@ -62,6 +63,7 @@ pub fn test() -> Result<()> {
     // The SIGTERM test runs the real binary.
     run_cmd(cargo().args(["build", "--package", "switchyard", "--bin", "switchyard"]))?;
     crate::plugins::test_plugins()?;
+    crate::plugins::check_new_projects(&gateway_bin())?;
     let e2e = root().join("plugins/target/fixtures/e2e.wasm");
     run_cmd(
         cargo()
@@ -73,6 +75,14 @@ pub fn test() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The debug gateway binary `cargo build` writes (the tests that run the binary use it too).
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("debug/switchyard")
 }
 
 /// The gateway and the mock upstream, optimised (`target/release`).

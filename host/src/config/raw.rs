@@ -210,6 +210,17 @@ pub struct RawPlugins {
     pub debounce_ms: Option<u64>,
     pub max_instances: Option<usize>,
     pub entries: Option<Vec<RawPluginEntry>>,
+    /// The plugins' key-value store.
+    pub kv: Option<RawPluginKv>,
+    /// wasmtime's compilation cache: a directory, or `false` to turn it off.
+    pub compile_cache: Option<serde_json::Value>,
+}
+
+/// `plugins.kv`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginKv {
+    pub max_bytes_per_plugin: Option<u64>,
 }
 
 /// `plugins.entries[i]`.

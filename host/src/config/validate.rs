@@ -817,13 +817,50 @@ fn plugins(ctx: &mut Ctx<'_>, raw: RawPlugins, base_dir: &Path) -> PluginsConfig
     // Stable: equal `order` keeps file order.
     entries.sort_by_key(|e| e.order);
 
+    let kv = raw.kv.unwrap_or_default();
+    let kv_max = kv
+        .max_bytes_per_plugin
+        .unwrap_or(super::DEFAULT_KV_MAX_BYTES_PER_PLUGIN as u64);
+    ctx.positive("plugins.kv.max_bytes_per_plugin", kv_max);
+    let compile_cache = match raw.compile_cache {
+        None | Some(serde_json::Value::Bool(true)) => default_compile_cache(ctx),
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(serde_json::Value::String(d)) if !d.trim().is_empty() => {
+            Some(resolve_dir(base_dir, &d))
+        }
+        Some(other) => {
+            ctx.problem(
+                "plugins.compile_cache",
+                format!("expected a directory or false, got {other}"),
+            );
+            None
+        }
+    };
+
     PluginsConfig {
         directory: resolve_dir(base_dir, &directory),
         watch: raw.watch.unwrap_or(true),
         debounce: Duration::from_millis(raw.debounce_ms.unwrap_or(200)),
         max_instances,
         entries,
+        kv_max_bytes_per_plugin: usize::try_from(kv_max).unwrap_or(usize::MAX),
+        compile_cache,
     }
+}
+
+/// `$XDG_CACHE_HOME/switchyard/wasmtime`, else `$HOME/.cache/switchyard/wasmtime`; with
+/// neither set there is no default place, and components are compiled at every start.
+fn default_compile_cache(ctx: &Ctx<'_>) -> Option<PathBuf> {
+    let base = match ctx
+        .env
+        .var("XDG_CACHE_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+    {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(ctx.env.var("HOME").filter(|v| Path::new(v).is_absolute())?)
+            .join(".cache"),
+    };
+    Some(base.join("switchyard").join("wasmtime"))
 }
 
 fn plugin_entry(

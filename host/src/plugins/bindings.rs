@@ -150,35 +150,111 @@ fn string_or_list(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn messages_of(req: &UnifiedRequest) -> Vec<wit::Message> {
-    let msg = |role: &str, text: String| wit::Message {
-        role: role.to_owned(),
-        text,
-    };
+/// Where in the body a text a plugin sees comes from, so a changed text goes back there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextAt {
+    /// `messages[i].content` (a string, or its text parts).
+    Content(usize),
+    /// `messages[i].name`.
+    Name(usize),
+    /// `messages[i].tool_calls[j].function.arguments`.
+    ToolArguments(usize, usize),
+    /// `messages[i].function_call.arguments` (the legacy function call).
+    FunctionArguments(usize),
+    /// `prompt` (a string: 0) or `prompt[i]`.
+    Prompt(usize),
+    /// `input` (a string: 0) or `input[i]`.
+    Input(usize),
+}
+
+/// Every text of the body that a provider receives, in the order plugins see them as
+/// `messages`: for chat one entry per message (its role and content text), then one per
+/// message `name` (role "name") and per tool-call or function-call `arguments` (role
+/// "tool-arguments"); for completions each prompt string (role "user"); for embeddings
+/// each input string (role "input"). A guard that reads `messages` therefore sees every
+/// text, not only the contents.
+fn text_slots(req: &UnifiedRequest) -> Vec<(&str, String, TextAt)> {
     match req.kind {
-        RequestKind::Chat => req
-            .body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| {
-                        msg(
-                            m.get("role").and_then(Value::as_str).unwrap_or(""),
-                            content_text(m.get("content")),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        RequestKind::Chat => {
+            let Some(ms) = req.body.get("messages").and_then(Value::as_array) else {
+                return Vec::new();
+            };
+            let mut out = Vec::with_capacity(ms.len());
+            for (i, m) in ms.iter().enumerate() {
+                let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+                out.push((role, content_text(m.get("content")), TextAt::Content(i)));
+            }
+            for (i, m) in ms.iter().enumerate() {
+                if let Some(n) = m.get("name").and_then(Value::as_str) {
+                    out.push(("name", n.to_owned(), TextAt::Name(i)));
+                }
+                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                    for (j, c) in calls.iter().enumerate() {
+                        if let Some(a) = c.pointer("/function/arguments").and_then(Value::as_str) {
+                            out.push(("tool-arguments", a.to_owned(), TextAt::ToolArguments(i, j)));
+                        }
+                    }
+                }
+                if let Some(a) = m
+                    .pointer("/function_call/arguments")
+                    .and_then(Value::as_str)
+                {
+                    out.push(("tool-arguments", a.to_owned(), TextAt::FunctionArguments(i)));
+                }
+            }
+            out
+        }
         RequestKind::Completion => string_or_list(req.body.get("prompt"))
             .into_iter()
-            .map(|t| msg("user", t))
+            .enumerate()
+            .map(|(i, t)| ("user", t, TextAt::Prompt(i)))
             .collect(),
         RequestKind::Embedding => string_or_list(req.body.get("input"))
             .into_iter()
-            .map(|t| msg("input", t))
+            .enumerate()
+            .map(|(i, t)| ("input", t, TextAt::Input(i)))
             .collect(),
+    }
+}
+
+fn messages_of(req: &UnifiedRequest) -> Vec<wit::Message> {
+    text_slots(req)
+        .into_iter()
+        .map(|(role, text, _)| wit::Message {
+            role: role.to_owned(),
+            text,
+        })
+        .collect()
+}
+
+/// Write a plugin's changed text back where it came from.
+fn set_text(body: &mut Map<String, Value>, at: TextAt, text: &str) {
+    fn msg(body: &mut Map<String, Value>, i: usize) -> Option<&mut Value> {
+        body.get_mut("messages")
+            .and_then(Value::as_array_mut)
+            .and_then(|a| a.get_mut(i))
+    }
+    let put = |slot: Option<&mut Value>| {
+        if let Some(v @ Value::String(_)) = slot {
+            *v = Value::String(text.to_owned());
+        }
+    };
+    match at {
+        TextAt::Content(i) => {
+            if let Some(m) = msg(body, i) {
+                set_content_text(m, text);
+            }
+        }
+        TextAt::Name(i) => put(msg(body, i).and_then(|m| m.get_mut("name"))),
+        TextAt::ToolArguments(i, j) => put(msg(body, i)
+            .and_then(|m| m.get_mut("tool_calls"))
+            .and_then(|c| c.get_mut(j))
+            .and_then(|c| c.pointer_mut("/function/arguments"))),
+        TextAt::FunctionArguments(i) => {
+            put(msg(body, i).and_then(|m| m.pointer_mut("/function_call/arguments")))
+        }
+        TextAt::Prompt(i) => set_string_or_list(body.get_mut("prompt"), i, text),
+        TextAt::Input(i) => set_string_or_list(body.get_mut("input"), i, text),
     }
 }
 
@@ -327,24 +403,20 @@ pub fn apply_request(
         provider: new.provider,
         model: new.model,
     });
-    for (i, m) in new.messages.iter().enumerate() {
-        if sent.messages.get(i).is_some_and(|s| s.text == m.text) {
-            continue;
-        }
+    let changed: Vec<(usize, &str)> = new
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| sent.messages.get(*i).is_none_or(|s| s.text != m.text))
+        .map(|(i, m)| (i, m.text.as_str()))
+        .collect();
+    if !changed.is_empty() {
         req.ingress.edited = true;
-        match req.kind {
-            RequestKind::Chat => {
-                if let Some(msg) = req
-                    .body
-                    .get_mut("messages")
-                    .and_then(Value::as_array_mut)
-                    .and_then(|a| a.get_mut(i))
-                {
-                    set_content_text(msg, &m.text);
-                }
+        let slots: Vec<TextAt> = text_slots(req).into_iter().map(|(_, _, at)| at).collect();
+        for (i, text) in changed {
+            if let Some(at) = slots.get(i) {
+                set_text(&mut req.body, *at, text);
             }
-            RequestKind::Completion => set_string_or_list(req.body.get_mut("prompt"), i, &m.text),
-            RequestKind::Embedding => set_string_or_list(req.body.get_mut("input"), i, &m.text),
         }
     }
     let (s, n) = (&sent.params, &new.params);

@@ -37,31 +37,171 @@ impl Entry {
     }
 }
 
-/// In-process store: one mutex, lazily expired entries plus an occasional sweep so keys
-/// that are never read again do not pile up.
-#[derive(Default)]
-pub struct MemoryKv {
-    map: Mutex<HashMap<String, Entry>>,
-    ops: std::sync::atomic::AtomicU64,
+/// Bytes an entry is charged against its plugin's cap: key, value and a fixed overhead for
+/// the map slot, the LRU links and the entry header, so a flood of empty values is bounded
+/// too.
+const ENTRY_OVERHEAD: usize = 64;
+
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
 }
+
+/// One plugin's keys, least recently used first.
+struct Space {
+    map: lru::LruCache<String, Entry>,
+    bytes: usize,
+}
+
+impl Space {
+    fn new() -> Space {
+        Space {
+            map: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+
+    /// The live entry at `key` (marked as just used); an expired one is removed.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.map.peek(key).is_some_and(|e| !e.live(now)) {
+            self.remove(key);
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let (k, e) = self.map.pop_entry(key)?;
+        self.bytes -= cost(&k, &e.value);
+        Some(e)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let dead: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !e.live(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dead {
+            self.remove(&k);
+        }
+    }
+}
+
+use crate::config::DEFAULT_KV_MAX_BYTES_PER_PLUGIN as DEFAULT_MAX_BYTES_PER_PLUGIN;
+
+/// In-process store. Keys are `<plugin>\0<key>` (see [`ScopedKv`]); each plugin's keys are
+/// capped at `max_bytes` (key + value + 64 bytes each): a write that would pass the cap first
+/// drops expired keys, then evicts the plugin's least recently used keys, and is counted in
+/// `switchyard_plugin_kv_evictions_total{plugin}`. A single value larger than the cap is
+/// refused. Expired keys go lazily, plus a sweep every 4096 operations of a plugin.
+pub struct MemoryKv {
+    spaces: Mutex<HashMap<String, Space>>,
+    max_bytes: usize,
+    ops: std::sync::atomic::AtomicU64,
+    evictions: Option<prometheus::IntCounterVec>,
+}
+
+impl Default for MemoryKv {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_MAX_BYTES_PER_PLUGIN, None)
+    }
+}
+
+/// A write the cap cannot hold.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLarge;
 
 impl MemoryKv {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>, Instant) -> R) -> R {
+    /// A store capping each plugin's keys at `max_bytes`, counting evictions in `evictions`
+    /// (labelled by plugin) when given.
+    pub fn with_limit(max_bytes: usize, evictions: Option<prometheus::IntCounterVec>) -> Self {
+        MemoryKv {
+            spaces: Mutex::new(HashMap::new()),
+            max_bytes,
+            ops: std::sync::atomic::AtomicU64::new(0),
+            evictions,
+        }
+    }
+
+    /// Bytes charged to `plugin`'s keys now.
+    pub fn bytes_used(&self, plugin: &str) -> usize {
+        self.spaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plugin)
+            .map_or(0, |s| s.bytes)
+    }
+
+    fn with<R>(&self, key: &str, f: impl FnOnce(&mut Space, &str, Instant) -> R) -> R {
         let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Sweep expired keys every 4096 operations: amortised O(1), bounded garbage.
+        let ns = key.split_once('\0').map_or("", |(ns, _)| ns);
+        let mut spaces = self.spaces.lock().unwrap_or_else(|e| e.into_inner());
+        if !spaces.contains_key(ns) {
+            spaces.insert(ns.to_owned(), Space::new());
+        }
+        let space = spaces.get_mut(ns).expect("inserted above");
+        // Amortised O(1): bounded garbage from keys that are never read again.
         if self
             .ops
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .is_multiple_of(4096)
         {
-            map.retain(|_, e| e.live(now));
+            space.sweep(now);
         }
-        f(&mut map, now)
+        f(space, ns, now)
+    }
+
+    /// Put `entry` at `key`, evicting what the cap needs.
+    fn put(
+        &self,
+        space: &mut Space,
+        ns: &str,
+        key: &str,
+        entry: Entry,
+        now: Instant,
+    ) -> Result<(), TooLarge> {
+        let need = cost(key, &entry.value);
+        if need > self.max_bytes {
+            return Err(TooLarge);
+        }
+        space.remove(key);
+        if space.bytes + need > self.max_bytes {
+            space.sweep(now);
+        }
+        let mut evicted = 0u64;
+        while space.bytes + need > self.max_bytes {
+            let Some((k, e)) = space.map.pop_lru() else {
+                break;
+            };
+            space.bytes -= cost(&k, &e.value);
+            evicted += 1;
+        }
+        if evicted > 0 {
+            tracing::debug!(
+                plugin = ns,
+                evicted,
+                "plugin kv store full; least recently used keys evicted"
+            );
+            if let Some(c) = &self.evictions {
+                c.with_label_values(&[ns]).inc_by(evicted);
+            }
+        }
+        space.bytes += need;
+        space.map.put(key.to_owned(), entry);
+        Ok(())
+    }
+
+    fn refuse(ns: &str, key: &str) {
+        tracing::warn!(
+            plugin = ns,
+            key = key.split_once('\0').map_or(key, |(_, k)| k),
+            "plugin kv value larger than plugins.kv.max_bytes_per_plugin; not stored"
+        );
     }
 }
 
@@ -71,49 +211,48 @@ fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
 
 impl KvStore for MemoryKv {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.with(|m, now| m.get(key).filter(|e| e.live(now)).map(|e| e.value.clone()))
+        self.with(key, |s, _, now| s.live(key, now).map(|e| e.value.clone()))
     }
 
     fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
-        self.with(|m, now| {
-            m.insert(
-                key.to_owned(),
-                Entry {
-                    value,
-                    is_int: false,
-                    expires: expiry(now, ttl),
-                },
-            );
+        self.with(key, |s, ns, now| {
+            let e = Entry {
+                value,
+                is_int: false,
+                expires: expiry(now, ttl),
+            };
+            if self.put(s, ns, key, e, now).is_err() {
+                Self::refuse(ns, key);
+            }
         })
     }
 
     fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
-        self.with(|m, now| match m.get_mut(key).filter(|e| e.live(now)) {
-            Some(e) => {
-                if !e.is_int {
-                    return Err(format!("value at {key:?} is not an integer"));
+        self.with(key, |s, ns, now| {
+            let (new, expires) = match s.live(key, now) {
+                Some(e) => {
+                    if !e.is_int {
+                        return Err(format!("value at {:?} is not an integer", local(key)));
+                    }
+                    let cur: i64 = std::str::from_utf8(&e.value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| format!("value at {:?} is not an integer", local(key)))?;
+                    let new = cur
+                        .checked_add(delta)
+                        .ok_or_else(|| "integer overflow".to_owned())?;
+                    (new, e.expires)
                 }
-                let cur: i64 = std::str::from_utf8(&e.value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| format!("value at {key:?} is not an integer"))?;
-                let new = cur
-                    .checked_add(delta)
-                    .ok_or_else(|| "integer overflow".to_owned())?;
-                e.value = new.to_string().into_bytes();
-                Ok(new)
-            }
-            None => {
-                m.insert(
-                    key.to_owned(),
-                    Entry {
-                        value: delta.to_string().into_bytes(),
-                        is_int: true,
-                        expires: expiry(now, ttl),
-                    },
-                );
-                Ok(delta)
-            }
+                None => (delta, expiry(now, ttl)),
+            };
+            let e = Entry {
+                value: new.to_string().into_bytes(),
+                is_int: true,
+                expires,
+            };
+            self.put(s, ns, key, e, now)
+                .map_err(|_| "kv store of this plugin is full".to_owned())?;
+            Ok(new)
         })
     }
 
@@ -124,29 +263,34 @@ impl KvStore for MemoryKv {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> bool {
-        self.with(|m, now| {
-            let cur = m
-                .get(key)
-                .filter(|e| e.live(now))
-                .map(|e| e.value.as_slice());
+        self.with(key, |s, ns, now| {
+            let cur = s.live(key, now).map(|e| e.value.as_slice());
             if cur != expected {
                 return false;
             }
-            m.insert(
-                key.to_owned(),
-                Entry {
-                    value,
-                    is_int: false,
-                    expires: expiry(now, ttl),
-                },
-            );
-            true
+            let e = Entry {
+                value,
+                is_int: false,
+                expires: expiry(now, ttl),
+            };
+            match self.put(s, ns, key, e, now) {
+                Ok(()) => true,
+                Err(TooLarge) => {
+                    Self::refuse(ns, key);
+                    false
+                }
+            }
         })
     }
 
     fn delete(&self, key: &str) -> bool {
-        self.with(|m, now| m.remove(key).is_some_and(|e| e.live(now)))
+        self.with(key, |s, _, now| s.remove(key).is_some_and(|e| e.live(now)))
     }
+}
+
+/// The plugin's own part of a namespaced key, for messages.
+fn local(key: &str) -> &str {
+    key.split_once('\0').map_or(key, |(_, k)| k)
 }
 
 /// One plugin's view of a store: every key is prefixed with the plugin's name, so two
@@ -255,6 +399,69 @@ mod tests {
         }
         assert_eq!(kv.increment("c", 0, None), Ok(8000));
         assert_eq!(kv.get("cas"), Some(b"8000".to_vec()));
+    }
+
+    #[test]
+    fn each_plugin_is_capped_and_least_recently_used_keys_go_first() {
+        let evictions =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["plugin"]).unwrap();
+        // Room for about 10 entries of 100 bytes per plugin.
+        let store = Arc::new(MemoryKv::with_limit(
+            10 * (100 + 8 + ENTRY_OVERHEAD),
+            Some(evictions.clone()),
+        ));
+        let a = ScopedKv::new(store.clone(), "a");
+        let b = ScopedKv::new(store.clone(), "b");
+        b.set("keep", vec![1; 100], None);
+        for i in 0..10 {
+            a.set(&format!("k{i:02}"), vec![0; 100], None);
+        }
+        assert_eq!(evictions.with_label_values(&["a"]).get(), 0);
+        // k00 is read, so k01 is the least recently used.
+        assert!(a.get("k00").is_some());
+        for i in 10..1000 {
+            a.set(&format!("k{i:02}"), vec![0; 100], None);
+            assert!(store.bytes_used("a") <= 10 * (100 + 8 + ENTRY_OVERHEAD));
+        }
+        assert_eq!(a.get("k01"), None);
+        assert!(a.get("k999").is_some());
+        assert!(evictions.with_label_values(&["a"]).get() >= 990);
+        // Another plugin's keys are never evicted for it.
+        assert_eq!(b.get("keep"), Some(vec![1; 100]));
+        assert_eq!(evictions.with_label_values(&["b"]).get(), 0);
+        // Counters stay exact while they are used; a value larger than the cap is refused.
+        assert_eq!(a.increment("n", 2, None), Ok(2));
+        assert_eq!(a.increment("n", 2, None), Ok(4));
+        a.set("huge", vec![0; 1 << 20], None);
+        assert_eq!(a.get("huge"), None);
+        assert!(!a.compare_and_swap("huge", None, vec![0; 1 << 20], None));
+        // Deletes and overwrites give their bytes back.
+        let before = store.bytes_used("b");
+        b.set("keep", vec![1; 10], None);
+        assert_eq!(store.bytes_used("b"), before - 90);
+        assert!(b.delete("keep"));
+        assert_eq!(store.bytes_used("b"), 0);
+    }
+
+    #[test]
+    fn expired_keys_are_dropped_before_live_ones_are_evicted() {
+        let store = Arc::new(MemoryKv::with_limit(4 * (64 + 6 + ENTRY_OVERHEAD), None));
+        let a = ScopedKv::new(store, "a");
+        a.set("live", vec![0; 64], None);
+        for i in 0..3 {
+            a.set(
+                &format!("t{i}"),
+                vec![0; 64],
+                Some(Duration::from_millis(10)),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        a.set("next", vec![0; 64], None);
+        assert!(
+            a.get("live").is_some(),
+            "a live key was evicted while expired ones remained"
+        );
+        assert!(a.get("next").is_some());
     }
 
     #[test]

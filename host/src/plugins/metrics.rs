@@ -38,6 +38,8 @@ pub struct PluginMetricsCollector {
     /// Wall time of each hook call, by plugin and hook (`pre`, `post`, `chunk`); its
     /// `_count` is the number of calls.
     pub calls: HistogramVec,
+    /// Keys evicted from a plugin's key-value store by `plugins.kv.max_bytes_per_plugin`.
+    pub kv_evictions: prometheus::IntCounterVec,
     families: Mutex<HashMap<String, Arc<Family>>>,
 }
 
@@ -70,10 +72,19 @@ impl PluginMetricsCollector {
             &["plugin", "hook"],
         )
         .expect("static metric");
+        let kv_evictions = prometheus::IntCounterVec::new(
+            Opts::new(
+                "switchyard_plugin_kv_evictions_total",
+                "Keys evicted from a plugin's key-value store to stay under plugins.kv.max_bytes_per_plugin",
+            ),
+            &["plugin"],
+        )
+        .expect("static metric");
         Arc::new(PluginMetricsCollector {
             failures,
             reloads,
             calls,
+            kv_evictions,
             families: Mutex::new(HashMap::new()),
         })
     }
@@ -102,7 +113,7 @@ impl PluginMetricsCollector {
         if !valid {
             return Err(format!("metric name {name:?} must match [a-z_][a-z0-9_]*"));
         }
-        if name == "failures_total" || name == "reloads_total" {
+        if name == "failures_total" || name == "reloads_total" || name == "kv_evictions_total" {
             return Err(format!("metric name {name:?} is reserved by the gateway"));
         }
         if labels.iter().any(|l| l == "plugin") {
@@ -155,6 +166,7 @@ impl Collector for Shared {
         let mut d = self.0.failures.desc();
         d.extend(self.0.reloads.desc());
         d.extend(self.0.calls.desc());
+        d.extend(self.0.kv_evictions.desc());
         d
     }
 
@@ -162,6 +174,7 @@ impl Collector for Shared {
         let mut out = self.0.failures.collect();
         out.extend(self.0.reloads.collect());
         out.extend(self.0.calls.collect());
+        out.extend(self.0.kv_evictions.collect());
         let fams: Vec<Arc<Family>> = self
             .0
             .families

@@ -7,6 +7,7 @@
 //! that grants nothing; its stdout/stderr go to the log with the plugin's name.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -103,24 +104,89 @@ pub fn monotonic_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// The engine, the linker with every import, and the compile cache.
+/// The engine and the linker with every import.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    cache: Mutex<HashMap<[u8; 32], Component>>,
     /// Whether the pooling allocator is in use (false: fell back to on-demand).
     pub pooling: bool,
+    /// wasmtime's on-disk compilation cache, when one is in use.
+    pub cache_dir: Option<PathBuf>,
 }
 
 static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
 
 /// The process-wide runtime. The first call sizes the pool's memory slots from
-/// `max_memory_bytes`; later calls share it (per-instance caps are still enforced by
-/// `StoreLimits`, so a smaller later limit is fine).
-pub fn runtime(max_memory_bytes: usize) -> Result<Arc<Runtime>, String> {
+/// `max_memory_bytes` and sets the compilation cache directory; later calls share it
+/// (per-instance caps are still enforced by `StoreLimits`, so a smaller later limit is
+/// fine).
+pub fn runtime(
+    max_memory_bytes: usize,
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<Runtime>, String> {
     RUNTIME
-        .get_or_init(|| Runtime::new(max_memory_bytes).map(Arc::new))
+        .get_or_init(|| Runtime::new(max_memory_bytes, cache_dir).map(Arc::new))
         .clone()
+}
+
+/// wasmtime's compilation cache in `dir` (created if missing). `Component::new` then looks
+/// up the compiled code by the component's bytes, the compiler settings and wasmtime's
+/// version before compiling, so a restart with unchanged components skips the compile
+/// (seconds for Python and JavaScript components). No `unsafe` deserialisation is involved.
+fn disk_cache(dir: &Path) -> Result<wasmtime::Cache, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("plugins.compile_cache {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("plugins.compile_cache {}: {e}", dir.display()))?;
+    let mut c = wasmtime::CacheConfig::new();
+    c.with_directory(dir);
+    wasmtime::Cache::new(c).map_err(|e| format!("plugins.compile_cache: {e:#}"))
+}
+
+/// Compiled components of one host by content hash. The host keeps only the versions its
+/// chain uses ([`CompileCache::retain`] after each reload), so deploying version after
+/// version does not keep every one of them in memory.
+#[derive(Default)]
+pub struct CompileCache {
+    map: Mutex<HashMap<[u8; 32], Component>>,
+}
+
+impl CompileCache {
+    /// Compile `bytes`, or reuse the component compiled from the same bytes before.
+    fn get_or_compile(
+        &self,
+        rt: &Runtime,
+        hash: [u8; 32],
+        bytes: &[u8],
+    ) -> Result<Component, String> {
+        if let Some(c) = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
+            return Ok(c.clone());
+        }
+        let component = Component::new(&rt.engine, bytes).map_err(|e| format!("compile: {e:#}"))?;
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, component.clone());
+        Ok(component)
+    }
+
+    /// Drop every version not in `keep`.
+    pub fn retain(&self, keep: &std::collections::HashSet<[u8; 32]>) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|h, _| keep.contains(h));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 fn base_config(max_memory: usize) -> Config {
@@ -136,7 +202,11 @@ fn base_config(max_memory: usize) -> Config {
 }
 
 impl Runtime {
-    fn new(max_memory_bytes: usize) -> Result<Runtime, String> {
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn new(max_memory_bytes: usize, cache_dir: Option<PathBuf>) -> Result<Runtime, String> {
         let max_memory = max_memory_bytes.max(1 << 20);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(1000)
@@ -149,13 +219,28 @@ impl Runtime {
             .table_elements(100_000)
             .max_memory_size(max_memory)
             .max_unused_warm_slots(100);
-        let mut cfg = base_config(max_memory);
-        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let (engine, pooling) = match Engine::new(&cfg) {
+        // A cache that cannot be set up costs start-up time, not correctness: warn and go on.
+        let cache = cache_dir.as_deref().and_then(|d| match disk_cache(d) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no compilation cache; components are compiled at every start");
+                None
+            }
+        });
+        let cache_dir = cache.as_ref().and(cache_dir);
+        let config = |pooling: bool| {
+            let mut c = base_config(max_memory);
+            if pooling {
+                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
+            }
+            c.cache(cache.clone());
+            c
+        };
+        let (engine, pooling) = match Engine::new(&config(true)) {
             Ok(e) => (e, true),
             Err(e) => {
                 tracing::warn!(error = %e, "pooling allocator unavailable; plugins use on-demand allocation");
-                let e = Engine::new(&base_config(max_memory)).map_err(|e| e.to_string())?;
+                let e = Engine::new(&config(false)).map_err(|e| e.to_string())?;
                 (e, false)
             }
         };
@@ -174,30 +259,9 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
-            cache: Mutex::new(HashMap::new()),
             pooling,
+            cache_dir,
         })
-    }
-
-    /// Compile `bytes`, or reuse the component compiled from the same bytes before. The cache
-    /// is in memory only: an on-disk one would need `Component::deserialize_file`, which is
-    /// `unsafe`, and the workspace forbids unsafe code; a restart recompiles.
-    fn compile(&self, hash: [u8; 32], bytes: &[u8]) -> Result<Component, String> {
-        if let Some(c) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-        {
-            return Ok(c.clone());
-        }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| format!("compile: {e:#}"))?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, component.clone());
-        Ok(component)
     }
 }
 
@@ -321,12 +385,13 @@ impl LoadedPlugin {
     /// each. Blocking: call off the request path.
     pub fn load(
         rt: Arc<Runtime>,
+        compiled: &CompileCache,
         spec: PluginSpec,
         bytes: &[u8],
         prewarm: usize,
     ) -> Result<LoadedPlugin, String> {
         let hash = sha256(bytes);
-        let component = rt.compile(hash, bytes)?;
+        let component = compiled.get_or_compile(&rt, hash, bytes)?;
         let ipre = rt
             .linker
             .instantiate_pre(&component)

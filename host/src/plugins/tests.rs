@@ -225,7 +225,41 @@ fn plugins_cfg(dir: &Path, entries: Vec<PluginEntry>) -> PluginsConfig {
         debounce: Duration::from_millis(50),
         max_instances: 4,
         entries,
+        ..PluginsConfig::default()
     }
+}
+
+/// A component the test command builds. Missing outside CI: the test is skipped, saying
+/// so; missing under `CI` (what `cargo xtask test` runs): the test fails.
+fn component(what: &str, path: Option<PathBuf>) -> Option<PathBuf> {
+    let found = path.filter(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{what} is missing: the test command (cargo xtask test) builds it");
+        }
+        println!("skipped: {what} not built (cargo xtask build-plugins)");
+    }
+    found
+}
+
+/// `$SWITCHYARD_TEST_PLUGIN`, else the e2e fixture where the plugin build puts it.
+fn e2e_wasm() -> Option<PathBuf> {
+    let path = std::env::var_os("SWITCHYARD_TEST_PLUGIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/fixtures/e2e.wasm")
+        });
+    component(
+        "the e2e fixture (plugins/target/fixtures/e2e.wasm)",
+        Some(path),
+    )
+}
+
+fn fixture(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/fixtures")
+        .join(format!("{name}.wasm"));
+    component(&format!("plugins/target/fixtures/{name}.wasm"), Some(p))
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -238,13 +272,12 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn redact_wasm() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build/redact.wasm");
-    p.exists().then_some(p)
+    component("plugins/build/redact.wasm", Some(p))
 }
 
 #[test]
 fn redact_plugin_redacts_email() {
     let Some(wasm) = redact_wasm() else {
-        println!("skipped: plugins/build/redact.wasm not built");
         return;
     };
     let dir = wasm.parent().unwrap();
@@ -270,8 +303,7 @@ fn redact_plugin_redacts_email() {
 /// and its on-chunk appends `#<calls so far>` using the state bytes.
 #[test]
 fn e2e_test_plugin() {
-    let Ok(src) = std::env::var("SWITCHYARD_TEST_PLUGIN") else {
-        println!("skipped: SWITCHYARD_TEST_PLUGIN not set");
+    let Some(src) = e2e_wasm() else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("sy-plugins-{}", std::process::id()));
@@ -432,7 +464,17 @@ fn e2e_test_plugin() {
     let h = host.health();
     assert_eq!(h[0].state, "failed");
     assert_eq!(h[0].last_error.as_deref(), Some("file removed"));
-    assert!(host.chain().is_empty());
+    assert!(host.chain().names().is_empty());
+    // "closed" is fail_closed: with its file gone, requests are refused and name it.
+    assert!(!h[0].blocks_requests && h[1].blocks_requests, "{h:?}");
+    let mut req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+    match host.chain().pre_hooks(&ctx(), &mut req).0 {
+        PreOutcome::Reject(e) => {
+            assert_eq!(e.status.as_u16(), 503);
+            assert!(e.message.contains("plugin closed"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
     // The old chain a request holds keeps working.
     let mut req =
         chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x@y"}]}));
@@ -446,8 +488,7 @@ fn e2e_test_plugin() {
 /// The watcher picks up a component dropped into the directory.
 #[test]
 fn e2e_watcher_hot_reload() {
-    let Ok(src) = std::env::var("SWITCHYARD_TEST_PLUGIN") else {
-        println!("skipped: SWITCHYARD_TEST_PLUGIN not set");
+    let Some(src) = e2e_wasm() else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("sy-watch-{}", std::process::id()));
@@ -472,5 +513,160 @@ fn e2e_watcher_hot_reload() {
     assert_eq!(host.chain().names(), ["w"]);
     assert_eq!(host.health()[0].state, "ready");
     drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `fail_closed` means closed: an entry whose file is missing or does not load refuses
+/// every request with a 503 naming it, and `/health` says so; a `fail_open` one is skipped.
+/// Needs no built component, so it always runs.
+#[test]
+fn fail_closed_plugin_that_never_loaded_refuses_requests() {
+    let dir = std::env::temp_dir().join(format!("sy-closed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("broken.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let mut broken = entry("guard", "broken.wasm");
+    broken.on_error = OnError::FailClosed;
+    let mut missing = entry("audit", "audit.wasm");
+    missing.on_error = OnError::FailClosed;
+    let open = entry("optional", "optional.wasm");
+    let rt = rt();
+    let reg = prometheus::Registry::new();
+
+    // Only fail_open entries missing: requests pass.
+    let host = rt
+        .block_on(PluginHost::start(
+            &plugins_cfg(&dir, vec![open.clone()]),
+            1,
+            &reg,
+        ))
+        .unwrap();
+    let mut req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+    assert!(matches!(
+        host.chain().pre_hooks(&ctx(), &mut req).0,
+        PreOutcome::Continue
+    ));
+    assert!(!host.health()[0].blocks_requests);
+
+    let host = rt
+        .block_on(PluginHost::start(
+            &plugins_cfg(&dir, vec![open, broken, missing]),
+            1,
+            &prometheus::Registry::new(),
+        ))
+        .unwrap();
+    let chain = host.chain();
+    assert!(
+        !chain.is_empty(),
+        "the proxy must not skip a chain that refuses"
+    );
+    match chain.pre_hooks(&ctx(), &mut req).0 {
+        PreOutcome::Reject(e) => {
+            assert_eq!(e.status.as_u16(), 503);
+            assert_eq!(e.code.as_deref(), Some("plugin_unavailable"));
+            assert_eq!(e.plugin.as_deref(), Some("guard"));
+            assert!(!e.allow_fallbacks);
+            assert!(
+                e.message.contains("plugin guard is configured fail_closed and is not loaded (failed to load: compile"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let h = host.health();
+    let by = |n: &str| h.iter().find(|p| p.name == n).unwrap().clone();
+    assert_eq!(by("guard").state, "failed");
+    assert!(by("guard").blocks_requests);
+    assert_eq!(by("guard").on_error, "fail_closed");
+    assert!(by("audit").blocks_requests);
+    assert!(by("audit")
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("file not found"));
+    assert!(!by("optional").blocks_requests);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Before the first load finishes, every enabled entry is `loading`; a fail_closed one
+/// refuses requests (503, Retry-After), a fail_open one is skipped.
+#[test]
+fn loading_chain_refuses_only_for_fail_closed_entries() {
+    let mut closed = entry("guard", "guard.wasm");
+    closed.on_error = OnError::FailClosed;
+    let mut off = entry("off", "off.wasm");
+    off.enabled = false;
+    let collector = metrics::PluginMetricsCollector::new();
+    let dir = std::env::temp_dir();
+    let (chain, health) = loading(
+        &plugins_cfg(&dir, vec![entry("open", "open.wasm"), off.clone()]),
+        &collector,
+    );
+    assert!(chain.is_empty());
+    assert_eq!(
+        health.iter().map(|h| h.state.as_str()).collect::<Vec<_>>(),
+        ["loading", "disabled"]
+    );
+    let (chain, health) = loading(
+        &plugins_cfg(&dir, vec![entry("open", "open.wasm"), closed, off]),
+        &collector,
+    );
+    assert!(health[1].blocks_requests && health[1].state == "loading");
+    let mut req = chat(json!({"model": "gpt-4o", "messages": []}));
+    match chain.pre_hooks(&ctx(), &mut req).0 {
+        PreOutcome::Reject(e) => {
+            assert_eq!(e.status.as_u16(), 503);
+            assert!(
+                e.message.contains("plugin guard") && e.message.contains("still loading"),
+                "{}",
+                e.message
+            );
+            assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Deploying version after version keeps only the versions in use compiled; a version
+/// serving in degraded mode stays; an old version lives as long as a request holds it.
+#[test]
+fn only_versions_in_use_stay_compiled() {
+    let (Some(a), Some(b)) = (fixture("tagger"), fixture("tagger-b")) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sy-versions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&a, dir.join("t.wasm")).unwrap();
+    let rt = rt();
+    let host = rt
+        .block_on(PluginHost::start(
+            &plugins_cfg(&dir, vec![entry("t", "t.wasm")]),
+            1,
+            &prometheus::Registry::new(),
+        ))
+        .unwrap();
+    assert_eq!(host.compiled_versions(), 1);
+    let held = host.chain();
+    let first = Arc::downgrade(&held.plugins[0]);
+    for (i, src) in [&b, &a, &b, &a, &b].into_iter().enumerate() {
+        std::fs::copy(src, dir.join("t.wasm")).unwrap();
+        rt.block_on(host.reload_now());
+        assert_eq!(host.health()[0].state, "ready");
+        assert_eq!(host.compiled_versions(), 1, "after deploy {i}");
+    }
+    // The chain a request took at the start still works, then goes with it.
+    assert!(first.upgrade().is_some());
+    drop(held);
+    assert!(
+        first.upgrade().is_none(),
+        "an unused version stayed in memory"
+    );
+    // A broken deploy: the serving version stays (and stays compiled), nothing else.
+    std::fs::write(dir.join("t.wasm"), b"not wasm").unwrap();
+    rt.block_on(host.reload_now());
+    assert_eq!(host.health()[0].state, "degraded");
+    assert_eq!(host.compiled_versions(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,8 @@
-//! Redaction of an OpenAI-shaped request body: message contents (strings and the text parts
-//! of multi-part contents), `prompt` and `input`. Other fields (model, tools, images) are
-//! left as they are.
+//! Redaction of an OpenAI-shaped request body: every text the host lists in the request's
+//! `messages` (so the clean-request fast path in `lib.rs` sees them all): message contents
+//! (strings and the text parts of multi-part contents, tool results included), message
+//! `name`s, tool-call and function-call `arguments`, `prompt` and `input`. Other fields
+//! (model, tool definitions, images) are left as they are.
 
 use serde_json::{Map, Value};
 
@@ -50,6 +52,19 @@ pub fn redact(r: &Redactor, body: &mut Map<String, Value>) -> bool {
         for m in msgs {
             if let Some(c) = m.get_mut("content") {
                 changed |= content(r, c);
+            }
+            if let Some(Value::String(n)) = m.get_mut("name") {
+                changed |= string(r, n);
+            }
+            if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
+                for c in calls {
+                    if let Some(Value::String(a)) = c.pointer_mut("/function/arguments") {
+                        changed |= string(r, a);
+                    }
+                }
+            }
+            if let Some(Value::String(a)) = m.pointer_mut("/function_call/arguments") {
+                changed |= string(r, a);
             }
         }
     }
@@ -105,5 +120,25 @@ mod tests {
         );
         let mut clean = json!({"messages": [{"role": "user", "content": "hi"}]});
         assert!(!redact(&r, clean.as_object_mut().unwrap()));
+    }
+
+    #[test]
+    fn walks_names_tool_arguments_and_tool_results() {
+        let r = Redactor::new(Category::ALL.to_vec(), Vec::new());
+        let mut body = json!({"messages": [
+            {"role": "user", "name": "a@example.com", "content": "hi"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "send", "arguments": "{\"to\":\"b@example.com\"}"}}],
+             "function_call": {"name": "send", "arguments": "{\"to\":\"c@example.com\"}"}},
+            {"role": "tool", "tool_call_id": "c1", "content": "sent to d@example.com"}
+        ]});
+        assert!(redact(&r, body.as_object_mut().unwrap()));
+        let text = body.to_string();
+        assert!(!text.contains("@example.com"), "{text}");
+        assert_eq!(
+            body["messages"][1]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"[REDACTED_EMAIL]\"}"
+        );
+        assert_eq!(body["messages"][0]["name"], "[REDACTED_EMAIL]");
     }
 }
