@@ -24,6 +24,8 @@ pub mod proxy;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod status_page;
+pub mod telemetry;
 pub mod upstream;
 
 pub use config::Config;

@@ -76,7 +76,8 @@ pub fn build_router(gw: Arc<Gateway>) -> Router {
         in_flight: Arc::new(Semaphore::new(gw.config.client.max_in_flight)),
         gw,
     };
-    Router::new()
+    let status_page = http.gw.config.status_page;
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -86,7 +87,14 @@ pub fn build_router(gw: Arc<Gateway>) -> Router {
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // The status page, unless `status_page.enabled` is false.
+    let router = if status_page {
+        router.route("/ui", get(ui)).route("/", get(ui))
+    } else {
+        router
+    };
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(http)
@@ -153,9 +161,12 @@ async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body)
         Ok(body) => body,
         Err(e) => return openai_error(e, None),
     };
-    let handled = AssertUnwindSafe(proxy::handle(gw, kind, &headers, body))
-        .catch_unwind()
-        .await;
+    let span = crate::telemetry::request_span(kind, &headers);
+    let handled = AssertUnwindSafe(
+        tracing::Instrument::instrument(proxy::handle(gw, kind, &headers, body), span),
+    )
+    .catch_unwind()
+    .await;
     let resp = match handled {
         Ok(outcome) => render_openai(outcome),
         Err(panic) => {
@@ -317,6 +328,7 @@ async fn health(State(Http { gw, .. }): State<Http>) -> Json<Value> {
                 "available": p.available(),
                 "reason": reason,
                 "keys": p.config.keys.len(),
+                "masked_keys": p.config.keys.iter().map(|k| crate::status_page::mask(k.value.expose())).collect::<Vec<_>>(),
                 "credentials": p.credential_states(),
                 "queue_depth": p.queue_depth(),
                 "in_flight": p.in_flight(),
@@ -341,6 +353,18 @@ async fn metrics(State(Http { gw, .. }): State<Http>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The live status page: one self-contained HTML page polling `/health` and `/metrics`.
+async fn ui() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::status_page::HTML,
     )
         .into_response()
 }

@@ -42,6 +42,7 @@ pub enum StartupError {
 pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
     {
         let metrics = Arc::new(Metrics::new());
+        crate::telemetry::register(&metrics.registry);
         let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
         let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
             PluginHost::start(

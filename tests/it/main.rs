@@ -7,6 +7,7 @@ mod harness;
 mod api;
 mod clouds;
 mod engine;
+mod observability;
 mod plugins;
 mod python_sdk;
 mod shutdown;

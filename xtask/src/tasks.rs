@@ -50,6 +50,8 @@ pub fn test() -> Result<()> {
     crate::plugins::build_plugins()?;
     crate::python::ensure_venv()?;
     crate::python::build_python_plugin()?;
+    // The status-page test drives a real browser.
+    crate::browser::ensure_chromium()?;
     crate::plugins::lint_plugins()?;
     run_cmd(cargo().args([
         "clippy",
