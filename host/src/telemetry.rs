@@ -399,7 +399,7 @@ pub fn request_span(kind: RequestKind, headers: &HeaderMap) -> Span {
         otel.name = operation(kind),
         otel.kind = "server",
         otel.status_code = Empty,
-        otel.status_message = Empty,
+        otel.status_description = Empty,
         gen_ai.operation.name = operation(kind),
         gen_ai.system = Empty,
         gen_ai.request.model = Empty,
@@ -543,7 +543,7 @@ pub fn attempt_span(
         otel.name = Empty,
         otel.kind = "client",
         otel.status_code = Empty,
-        otel.status_message = Empty,
+        otel.status_description = Empty,
         gen_ai.system = gen_ai_system(kind),
         gen_ai.operation.name = operation(req_kind),
         gen_ai.request.model = model,
@@ -575,7 +575,7 @@ pub fn attempt_done<T>(span: &Span, result: &Result<T, GatewayError>) {
             span.record("http.response.status_code", e.status.as_u16() as u64);
             span.record("error.type", error_type(e));
             span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", e.message.as_str());
+            span.record("otel.status_description", e.message.as_str());
         }
     }
 }
@@ -632,7 +632,7 @@ pub fn finished(f: Finished<'_>) {
         if let Some(e) = f.error {
             span.record("error.type", error_type(e));
             span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", e.message.as_str());
+            span.record("otel.status_description", e.message.as_str());
         } else if let Some(end) = f.stream_end.filter(|e| *e != "complete") {
             span.record("error.type", end);
             span.record("otel.status_code", "ERROR");
