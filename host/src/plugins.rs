@@ -508,7 +508,8 @@ impl Chain {
                 bindings::request_to_wit(ctx, req, body)
             });
             let span = crate::telemetry::hook_span("pre_hook", &p.entry.name);
-            let called = span.in_scope(|| self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))));
+            let called =
+                span.in_scope(|| self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))));
             crate::telemetry::hook_outcome(
                 &span,
                 match &called {

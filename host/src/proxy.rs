@@ -165,7 +165,11 @@ pub async fn handle(gw: &Gateway, kind: RequestKind, headers: &HeaderMap, body: 
     drop(body);
     {
         let log = &gw.config.logging;
-        let record = gw.config.telemetry.as_ref().is_some_and(|t| t.record_prompts);
+        let record = gw
+            .config
+            .telemetry
+            .as_ref()
+            .is_some_and(|t| t.record_prompts);
         let text = (record || (log.access_log && log.access_log_prompts))
             .then(|| crate::telemetry::prompt_text(&req.body))
             .flatten();
@@ -318,7 +322,10 @@ async fn run_target(
     crate::telemetry::response(
         &ctx.span,
         &response.body,
-        gw.config.telemetry.as_ref().is_some_and(|t| t.record_prompts),
+        gw.config
+            .telemetry
+            .as_ref()
+            .is_some_and(|t| t.record_prompts),
     );
     let mut finish = Finish::new(gw, ctx, &req.target);
     finish.status = response.status;
@@ -380,7 +387,10 @@ impl Finish {
             request_id: ctx.hook.request_id.clone(),
             kind: ctx.kind,
             target: target.clone(),
-            system: gw.upstream.provider(&target.provider).map(|p| p.config.kind),
+            system: gw
+                .upstream
+                .provider(&target.provider)
+                .map(|p| p.config.kind),
             fallback_index: ctx.hook.attempt,
             prompt: ctx.prompt.clone(),
             status: 200,

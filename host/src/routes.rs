@@ -162,9 +162,10 @@ async fn dispatch(http: Http, kind: RequestKind, headers: HeaderMap, body: Body)
         Err(e) => return openai_error(e, None),
     };
     let span = crate::telemetry::request_span(kind, &headers);
-    let handled = AssertUnwindSafe(
-        tracing::Instrument::instrument(proxy::handle(gw, kind, &headers, body), span),
-    )
+    let handled = AssertUnwindSafe(tracing::Instrument::instrument(
+        proxy::handle(gw, kind, &headers, body),
+        span,
+    ))
     .catch_unwind()
     .await;
     let resp = match handled {

@@ -417,8 +417,8 @@ pub fn request_span(kind: RequestKind, headers: &HeaderMap) -> Span {
         switchyard.fallback_index = Empty,
     );
     if !span.is_disabled() {
-        let parent = TraceContextPropagator::new()
-            .extract(&opentelemetry_http::HeaderExtractor(headers));
+        let parent =
+            TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
         }
@@ -638,10 +638,7 @@ pub fn finished(f: Finished<'_>) {
             span.record("otel.status_code", "ERROR");
         }
         if !f.model.is_empty() {
-            span.record(
-                "otel.name",
-                format!("{} {}", operation(f.kind), f.model),
-            );
+            span.record("otel.name", format!("{} {}", operation(f.kind), f.model));
         }
     }
     if f.access_log {

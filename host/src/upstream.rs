@@ -383,7 +383,8 @@ impl Upstream {
         let mut served = Served::default();
         let started = Instant::now();
         let mut attempt = 0u32;
-        let mut worker = tracing::Instrument::instrument(rt.queue.worker(&place), queue_wait).await?;
+        let mut worker =
+            tracing::Instrument::instrument(rt.queue.worker(&place), queue_wait).await?;
         // Recorded once the outcome is known: a model the provider answered for gets its
         // own label first (see `metrics`).
         let mut durations = Vec::with_capacity(1);

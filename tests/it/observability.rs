@@ -15,7 +15,12 @@ use crate::harness::{metric, openai_provider, user, Binary};
 const KEY: &str = "sk-test-key-0001";
 const PROMPT: &str = "my very private prompt 4242";
 
-async fn chat(client: &reqwest::Client, gw: &Binary, body: Value, headers: &[(&str, &str)]) -> (u16, String, Value) {
+async fn chat(
+    client: &reqwest::Client,
+    gw: &Binary,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (u16, String, Value) {
     let mut req = client.post(gw.url("/v1/chat/completions")).json(&body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -54,12 +59,21 @@ async fn text_logs_to_a_file_carry_no_escape_codes() {
         return;
     };
     let client = reqwest::Client::new();
-    let (status, id, _) = chat(&client, &gw, json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}), &[]).await;
+    let (status, id, _) = chat(
+        &client,
+        &gw,
+        json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
     let log = log_until(&gw, |l| l.contains(&id)).await;
     assert!(log.contains("switchyard listening"), "{log}");
     assert!(log.contains(&id), "no access line for {id}:\n{log}");
-    assert!(!log.contains('\u{1b}'), "escape codes in a log file:\n{log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file:\n{log:?}"
+    );
     assert!(!log.contains(PROMPT) && !log.contains(KEY), "{log}");
 }
 
@@ -78,7 +92,13 @@ async fn json_logs_one_object_per_line_with_an_access_line_per_request() {
         return;
     };
     let client = reqwest::Client::new();
-    let (s1, bad, _) = chat(&client, &gw, json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}), &[]).await;
+    let (s1, bad, _) = chat(
+        &client,
+        &gw,
+        json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}),
+        &[],
+    )
+    .await;
     assert_eq!(s1, 400);
     let (s2, good, _) = chat(
         &client,
@@ -131,7 +151,13 @@ async fn access_log_prompts_only_when_configured() {
         return;
     };
     let client = reqwest::Client::new();
-    let (_, id, _) = chat(&client, &gw, json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}), &[]).await;
+    let (_, id, _) = chat(
+        &client,
+        &gw,
+        json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}),
+        &[],
+    )
+    .await;
     let log = log_until(&gw, |l| l.contains(&id)).await;
     let line: Value = log
         .lines()
@@ -217,9 +243,10 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let spans = receiver.trace_of(&id, 5, wait).await.unwrap_or_else(|| {
-        panic!("trace incomplete: {:#?}\n{}", receiver.spans(), gw.log())
-    });
+    let spans = receiver
+        .trace_of(&id, 5, wait)
+        .await
+        .unwrap_or_else(|| panic!("trace incomplete: {:#?}\n{}", receiver.spans(), gw.log()));
     let r = root(&spans, &id);
     assert_eq!(r.trace_id, trace_id);
     assert_eq!(r.parent_span_id, caller, "the caller's span is the parent");
@@ -228,20 +255,47 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     assert_eq!(r.str("gen_ai.operation.name"), Some("chat"));
     assert_eq!(r.str("gen_ai.system"), Some("openai"));
     assert_eq!(r.str("gen_ai.request.model"), Some("gpt-4o"));
-    assert!(r.str("gen_ai.response.model").is_some_and(|m| !m.is_empty()), "{r:#?}");
+    assert!(
+        r.str("gen_ai.response.model")
+            .is_some_and(|m| !m.is_empty()),
+        "{r:#?}"
+    );
     let usage = &body["usage"];
-    assert_eq!(r.int("gen_ai.usage.input_tokens"), usage["prompt_tokens"].as_i64());
-    assert_eq!(r.int("gen_ai.usage.output_tokens"), usage["completion_tokens"].as_i64());
+    assert_eq!(
+        r.int("gen_ai.usage.input_tokens"),
+        usage["prompt_tokens"].as_i64()
+    );
+    assert_eq!(
+        r.int("gen_ai.usage.output_tokens"),
+        usage["completion_tokens"].as_i64()
+    );
     assert_eq!(r.int("http.response.status_code"), Some(200));
-    assert!(r.attr("gen_ai.prompt").is_none(), "prompts are not recorded by default");
-    assert_eq!(r.resource.get("service.name"), Some(&json!("switchyard-test")));
-    assert_eq!(r.resource.get("deployment.environment"), Some(&json!("test")));
+    assert!(
+        r.attr("gen_ai.prompt").is_none(),
+        "prompts are not recorded by default"
+    );
+    assert_eq!(
+        r.resource.get("service.name"),
+        Some(&json!("switchyard-test"))
+    );
+    assert_eq!(
+        r.resource.get("deployment.environment"),
+        Some(&json!("test"))
+    );
     let kids = children(&spans, r);
     let names: Vec<&str> = kids.iter().map(|s| s.name.as_str()).collect();
-    for want in ["pre_hook rate-limit", "post_hook metrics", "queue_wait", "chat gpt-4o"] {
+    for want in [
+        "pre_hook rate-limit",
+        "post_hook metrics",
+        "queue_wait",
+        "chat gpt-4o",
+    ] {
         assert!(names.contains(&want), "{want} missing among {names:?}");
     }
-    let pre = kids.iter().find(|s| s.name == "pre_hook rate-limit").unwrap();
+    let pre = kids
+        .iter()
+        .find(|s| s.name == "pre_hook rate-limit")
+        .unwrap();
     assert_eq!(pre.str("switchyard.plugin.name"), Some("rate-limit"));
     assert_eq!(pre.str("switchyard.plugin.outcome"), Some("continue"));
     let post = kids.iter().find(|s| s.name == "post_hook metrics").unwrap();
@@ -255,7 +309,12 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     assert_eq!(up[0].int("http.response.status_code"), Some(200));
     // The provider got the trace, with the upstream span as its parent.
     let sent = primary.received();
-    let tp = sent.last().unwrap().header("traceparent").unwrap().to_owned();
+    let tp = sent
+        .last()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_owned();
     assert_eq!(tp, format!("00-{trace_id}-{}-01", up[0].span_id));
 
     // Streamed.
@@ -272,7 +331,9 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     let spans = receiver.trace_of(&id, 4, wait).await.expect("stream trace");
     let r = root(&spans, &id);
     assert_eq!(r.attr("switchyard.stream"), Some(&json!(true)));
-    let ttft = r.attr("gen_ai.server.time_to_first_token").and_then(Value::as_f64);
+    let ttft = r
+        .attr("gen_ai.server.time_to_first_token")
+        .and_then(Value::as_f64);
     assert!(ttft.is_some_and(|t| t > 0.0), "{r:#?}");
     assert!(r.end_ns >= r.start_ns + (ttft.unwrap() * 1e9) as u64);
     assert_eq!(upstream_spans(&spans, r).len(), 1);
@@ -295,9 +356,10 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let spans = receiver.trace_of(&id, 10, wait).await.unwrap_or_else(|| {
-        panic!("fallback trace incomplete: {:#?}", receiver.spans())
-    });
+    let spans = receiver
+        .trace_of(&id, 10, wait)
+        .await
+        .unwrap_or_else(|| panic!("fallback trace incomplete: {:#?}", receiver.spans()));
     let r = root(&spans, &id);
     assert_eq!(r.str("switchyard.provider"), Some("backup"));
     assert_eq!(r.int("switchyard.fallback_index"), Some(1));
@@ -305,7 +367,13 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     let up = upstream_spans(&spans, r);
     let seen: Vec<(Option<&str>, Option<i64>, Option<i64>)> = up
         .iter()
-        .map(|s| (s.str("switchyard.provider"), s.int("switchyard.retry"), s.int("http.response.status_code")))
+        .map(|s| {
+            (
+                s.str("switchyard.provider"),
+                s.int("switchyard.retry"),
+                s.int("http.response.status_code"),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
@@ -328,25 +396,45 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     assert_eq!(s1, 200);
     let (s2, id, err) = chat(&client, &gw, body, &[]).await;
     assert_eq!(s2, 429, "{err}");
-    let spans = receiver.trace_of(&id, 2, wait).await.expect("rejected trace");
+    let spans = receiver
+        .trace_of(&id, 2, wait)
+        .await
+        .expect("rejected trace");
     let r = root(&spans, &id);
     assert_eq!(r.int("http.response.status_code"), Some(429));
     assert_eq!(r.status, 2);
     assert!(r.str("error.type").is_some(), "{r:#?}");
     let kids = children(&spans, r);
-    let pre = kids.iter().find(|s| s.name == "pre_hook rate-limit").unwrap();
+    let pre = kids
+        .iter()
+        .find(|s| s.name == "pre_hook rate-limit")
+        .unwrap();
     assert_eq!(pre.str("switchyard.plugin.outcome"), Some("reject"));
     assert!(upstream_spans(&spans, r).is_empty(), "no provider call");
     assert!(!kids.iter().any(|s| s.name == "queue_wait"));
 
     // Nothing dropped, and no prompt anywhere.
-    let m = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metric(&m, "switchyard_trace_spans_exported_total") >= 15.0, "{m}");
-    assert_eq!(metric(&m, "switchyard_trace_spans_dropped_total{reason=\"queue_full\"}"), 0.0);
-    assert!(receiver
-        .spans()
-        .iter()
-        .all(|s| s.attributes.values().all(|v| !v.to_string().contains(PROMPT))));
+    let m = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&m, "switchyard_trace_spans_exported_total") >= 15.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "switchyard_trace_spans_dropped_total{reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+    assert!(receiver.spans().iter().all(|s| s
+        .attributes
+        .values()
+        .all(|v| !v.to_string().contains(PROMPT))));
 }
 
 /// `record_prompts` puts the messages and the answer on the request span.
@@ -361,12 +449,23 @@ async fn prompts_are_recorded_only_when_configured() {
         return;
     };
     let client = reqwest::Client::new();
-    let (_, id, _) = chat(&client, &gw, json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}), &[]).await;
-    let spans = receiver.trace_of(&id, 2, Duration::from_secs(10)).await.expect("trace");
+    let (_, id, _) = chat(
+        &client,
+        &gw,
+        json!({"model": "openai/gpt-4o", "messages": user(PROMPT)}),
+        &[],
+    )
+    .await;
+    let spans = receiver
+        .trace_of(&id, 2, Duration::from_secs(10))
+        .await
+        .expect("trace");
     let r = root(&spans, &id);
     assert!(r.str("gen_ai.prompt").unwrap().contains(PROMPT), "{r:#?}");
     assert!(r.str("gen_ai.completion").is_some());
-    assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.to_string().contains(KEY))));
+    assert!(spans
+        .iter()
+        .all(|s| s.attributes.values().all(|v| !v.to_string().contains(KEY))));
 }
 
 /// A collector that is gone costs requests nothing: they succeed, and the lost spans are
@@ -386,18 +485,36 @@ async fn collector_down_does_not_fail_requests_and_drops_are_counted() {
     };
     let client = reqwest::Client::new();
     for _ in 0..20 {
-        let (status, _, body) = chat(&client, &gw, json!({"model": "openai/gpt-4o", "messages": user("x")}), &[]).await;
+        let (status, _, body) = chat(
+            &client,
+            &gw,
+            json!({"model": "openai/gpt-4o", "messages": user("x")}),
+            &[],
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
-        let dropped = metric(&m, "switchyard_trace_spans_dropped_total{reason=\"export_failed\"}");
+        let m = reqwest::get(gw.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dropped = metric(
+            &m,
+            "switchyard_trace_spans_dropped_total{reason=\"export_failed\"}",
+        );
         if dropped >= 20.0 {
             assert_eq!(metric(&m, "switchyard_trace_spans_exported_total"), 0.0);
             break;
         }
-        assert!(Instant::now() < deadline, "drops not counted:\n{m}\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "drops not counted:\n{m}\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gw.log().contains("trace export failed"), "{}", gw.log());
@@ -415,17 +532,29 @@ async fn status_page_is_served_and_can_be_turned_off() {
     for path in ["/ui", "/"] {
         let resp = gw.client.get(gw.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         let html = resp.text().await.unwrap();
         assert!(html.contains("<title>Switchyard status</title>"));
         assert!(html.contains("fetch(\"health\")") && html.contains("fetch(\"metrics\")"));
-        assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external assets"
+        );
     }
     let health: Value = serde_json::from_str(&gw.get_text("/health").await).unwrap();
     let p = &health["providers"][0];
     assert_eq!(p["masked_keys"], json!(["****9876"]));
     assert!(!health.to_string().contains("abcdefghijklmnop"));
-    for key in ["available", "queue_depth", "in_flight", "concurrency", "buffer_size"] {
+    for key in [
+        "available",
+        "queue_depth",
+        "in_flight",
+        "concurrency",
+        "buffer_size",
+    ] {
         assert!(!p[key].is_null(), "{key} missing: {p}");
     }
 
@@ -484,12 +613,19 @@ async fn grafana_dashboard_queries_only_metrics_that_exist() {
             retry_after: None,
         });
     }
-    let r = post(json!({"model": "openai/gpt-4o", "messages": user("hi"), "fallbacks": ["backup/gpt-4o"]})).await;
+    let r = post(
+        json!({"model": "openai/gpt-4o", "messages": user("hi"), "fallbacks": ["backup/gpt-4o"]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     // A full queue: one place, three requests at once.
     primary.set_default_behavior(Behavior::Delay(Duration::from_millis(300)));
     let calls: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(post(json!({"model": "openai/gpt-4o", "messages": user("hi")}))))
+        .map(|_| {
+            tokio::spawn(post(
+                json!({"model": "openai/gpt-4o", "messages": user("hi")}),
+            ))
+        })
         .collect();
     let mut statuses = Vec::new();
     for c in calls {
@@ -499,8 +635,10 @@ async fn grafana_dashboard_queries_only_metrics_that_exist() {
 
     let text = gw.get_text("/metrics").await;
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(switchyard_tests::repo_root().join("docs/grafana/switchyard.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            switchyard_tests::repo_root().join("docs/grafana/switchyard.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut exprs = Vec::new();
@@ -510,7 +648,9 @@ async fn grafana_dashboard_queries_only_metrics_that_exist() {
                 for (k, v) in m {
                     match (k.as_str(), v) {
                         ("expr", Value::String(s)) => out.push(s.clone()),
-                        ("query", Value::String(s)) | ("definition", Value::String(s)) => out.push(s.clone()),
+                        ("query", Value::String(s)) | ("definition", Value::String(s)) => {
+                            out.push(s.clone())
+                        }
                         ("query", Value::Object(q)) => {
                             if let Some(Value::String(s)) = q.get("query") {
                                 out.push(s.clone());
@@ -541,11 +681,16 @@ async fn grafana_dashboard_queries_only_metrics_that_exist() {
     names.dedup();
     assert!(names.len() >= 20, "the dashboard queries {names:?}");
     let on_metrics = |name: &str| {
-        text.lines()
-            .any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
     };
     let missing: Vec<&String> = names.iter().filter(|n| !on_metrics(n)).collect();
-    assert!(missing.is_empty(), "queried but not on /metrics: {missing:?}\n{text}");
+    assert!(
+        missing.is_empty(),
+        "queried but not on /metrics: {missing:?}\n{text}"
+    );
 }
 
 /// The status page in a real browser: headless Chromium loads it from a running gateway,
@@ -591,8 +736,15 @@ async fn status_page_in_headless_chromium_shows_providers_and_plugins() {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(chromium)
-                .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                       "--no-first-run", "--virtual-time-budget=5000", "--window-size=1280,900"])
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--virtual-time-budget=5000",
+                    "--window-size=1280,900",
+                ])
                 .arg(format!("--user-data-dir={}", profile.display()))
                 .args(extra)
                 .arg(url)
@@ -610,7 +762,13 @@ async fn status_page_in_headless_chromium_shows_providers_and_plugins() {
         "the page's script did not render:\n{dom}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for want in ["data-provider=\"openai\"", "data-provider=\"backup\"", "data-plugin=\"metrics\"", "****WXYZ", ">ready<"] {
+    for want in [
+        "data-provider=\"openai\"",
+        "data-provider=\"backup\"",
+        "data-plugin=\"metrics\"",
+        "****WXYZ",
+        ">ready<",
+    ] {
         assert!(dom.contains(want), "{want} not in the DOM:\n{dom}");
     }
     assert!(!dom.contains("0123456789abcdefghij"), "a key in the page");
@@ -627,8 +785,15 @@ async fn status_page_in_headless_chromium_shows_providers_and_plugins() {
     .expect("chromium finished")
     .unwrap();
     let png = std::fs::read(&shot).unwrap_or_else(|e| {
-        panic!("no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     eprintln!("status page screenshot: {}", shot.display());
 }
