@@ -495,18 +495,21 @@ pub fn stream_model(span: &Span, body: &serde_json::Map<String, Value>) {
 
 /// The span of one plugin hook call.
 pub fn hook_span(hook: &'static str, plugin: &str) -> Span {
+    // Named at creation: a started OpenTelemetry span keeps its name.
+    let name = if enabled() {
+        format!("{hook} {plugin}")
+    } else {
+        String::new()
+    };
     let span = tracing::trace_span!(
         target: TARGET,
         "hook",
-        otel.name = Empty,
+        otel.name = name.as_str(),
         otel.status_code = Empty,
         switchyard.plugin.name = plugin,
         switchyard.plugin.hook = hook,
         switchyard.plugin.outcome = Empty,
     );
-    if !span.is_disabled() {
-        span.record("otel.name", format!("{hook} {plugin}"));
-    }
     span
 }
 
@@ -537,10 +540,15 @@ pub fn attempt_span(
     key_index: Option<usize>,
     retry: u32,
 ) -> Span {
+    let name = if enabled() {
+        format!("{} {model}", operation(req_kind))
+    } else {
+        String::new()
+    };
     let span = tracing::trace_span!(
         target: TARGET,
         "upstream",
-        otel.name = Empty,
+        otel.name = name.as_str(),
         otel.kind = "client",
         otel.status_code = Empty,
         otel.status_description = Empty,
@@ -554,7 +562,6 @@ pub fn attempt_span(
         error.type = Empty,
     );
     if !span.is_disabled() {
-        span.record("otel.name", format!("{} {model}", operation(req_kind)));
         if let Some(i) = key_index {
             span.record("switchyard.key_index", i as u64);
         }
@@ -638,7 +645,11 @@ pub fn finished(f: Finished<'_>) {
             span.record("otel.status_code", "ERROR");
         }
         if !f.model.is_empty() {
-            span.record("otel.name", format!("{} {}", operation(f.kind), f.model));
+            // The model is known only now, and the span has started (its children needed
+            // its context): rename it through OpenTelemetry itself.
+            span.context()
+                .span()
+                .update_name(format!("{} {}", operation(f.kind), f.model));
         }
     }
     if f.access_log {
