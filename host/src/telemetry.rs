@@ -557,13 +557,13 @@ pub fn attempt_span(
         gen_ai.request.model = model,
         switchyard.provider = provider,
         switchyard.key_index = Empty,
-        switchyard.retry = retry,
+        switchyard.retry = retry as i64,
         http.response.status_code = Empty,
         error.type = Empty,
     );
     if !span.is_disabled() {
         if let Some(i) = key_index {
-            span.record("switchyard.key_index", i as u64);
+            span.record("switchyard.key_index", i as i64);
         }
     }
     span
@@ -576,10 +576,10 @@ pub fn attempt_done<T>(span: &Span, result: &Result<T, GatewayError>) {
     }
     match result {
         Ok(_) => {
-            span.record("http.response.status_code", 200u64);
+            span.record("http.response.status_code", 200i64);
         }
         Err(e) => {
-            span.record("http.response.status_code", e.status.as_u16() as u64);
+            span.record("http.response.status_code", e.status.as_u16() as i64);
             span.record("error.type", error_type(e));
             span.record("otel.status_code", "ERROR");
             span.record("otel.status_description", e.message.as_str());
@@ -623,18 +623,20 @@ pub struct Finished<'a> {
 }
 
 /// Record how a request ended on its span, and write its access line if enabled.
+///
+/// Numbers go on spans as `i64`: `tracing-opentelemetry` turns a `u64` into text.
 pub fn finished(f: Finished<'_>) {
     let span = f.span;
     if !span.is_disabled() {
         span.record("switchyard.provider", f.provider);
-        span.record("switchyard.fallback_index", f.fallback_index as u64);
+        span.record("switchyard.fallback_index", f.fallback_index as i64);
         if let Some(k) = f.system {
             span.record("gen_ai.system", gen_ai_system(k));
         }
-        span.record("http.response.status_code", f.status as u64);
+        span.record("http.response.status_code", f.status as i64);
         if let Some(u) = f.usage {
-            span.record("gen_ai.usage.input_tokens", u.prompt_tokens as u64);
-            span.record("gen_ai.usage.output_tokens", u.completion_tokens as u64);
+            span.record("gen_ai.usage.input_tokens", u.prompt_tokens as i64);
+            span.record("gen_ai.usage.output_tokens", u.completion_tokens as i64);
         }
         if let Some(e) = f.error {
             span.record("error.type", error_type(e));

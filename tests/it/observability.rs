@@ -400,14 +400,27 @@ async fn traces_reach_an_otlp_receiver_with_genai_attributes() {
     let body = json!({"model": "openai/limited-model", "messages": user("x")});
     let (s1, _, _) = chat(&client, &gw, body.clone(), &[]).await;
     assert_eq!(s1, 200);
-    let (s2, id, err) = chat(&client, &gw, body, &[]).await;
+    let (s2, _, err) = chat(&client, &gw, body, &[]).await;
     assert_eq!(s2, 429, "{err}");
+    // Error answers carry no x-request-id: find the request span by its status.
+    let deadline = Instant::now() + wait;
+    let id = loop {
+        let found = receiver
+            .spans()
+            .into_iter()
+            .find(|s| s.kind == 2 && s.int("http.response.status_code") == Some(429));
+        if let Some(s) = found {
+            break s.str("switchyard.request_id").unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no rejected request span");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let spans = receiver
         .trace_of(&id, 2, wait)
         .await
         .expect("rejected trace");
     let r = root(&spans, &id);
-    assert_eq!(r.int("http.response.status_code"), Some(429));
+    assert_eq!(r.str("gen_ai.request.model"), Some("limited-model"));
     assert_eq!(r.status, 2);
     assert!(r.str("error.type").is_some(), "{r:#?}");
     let kids = children(&spans, r);
