@@ -53,6 +53,12 @@ pub struct Config {
     /// Providers in the order the file lists them.
     pub providers: Vec<ProviderConfig>,
     pub plugins: PluginsConfig,
+    /// `logging`: line format and the access log.
+    pub logging: LoggingConfig,
+    /// `telemetry`: OpenTelemetry traces; `None` unless `telemetry.otlp_endpoint` is set.
+    pub telemetry: Option<TelemetryConfig>,
+    /// `status_page.enabled` (default true): `GET /ui` (and `/`) serve the status page.
+    pub status_page: bool,
 }
 
 /// `client`: server-wide settings.
@@ -408,4 +414,64 @@ pub struct PluginEntry {
     /// `fresh_instance_after` (default 0 = never): recycle an instance after this many
     /// requests; 1 gives every request a fresh instance (no data carried between requests).
     pub fresh_instance_after: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable; colours only when the output is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// `logging`.
+#[derive(Debug, Clone, Default)]
+pub struct LoggingConfig {
+    /// `format` (`text`, the default, or `json`); `--log-format` overrides it.
+    pub format: LogFormat,
+    /// `access_log` (default false): one line per request (target `switchyard::access`).
+    pub access_log: bool,
+    /// `access_log_prompts` (default false): add the request's messages to the access line.
+    pub access_log_prompts: bool,
+}
+
+/// `telemetry`: where and how traces are exported.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `otlp_endpoint`: the collector's base URL (`http://127.0.0.1:4318`); spans are
+    /// posted to `<otlp_endpoint>/v1/traces` unless it already ends so.
+    pub traces_url: String,
+    /// `otlp_headers`: sent with each export (e.g. an API key of a hosted collector).
+    pub headers: Vec<(String, Secret)>,
+    /// `service_name` (default `switchyard`).
+    pub service_name: String,
+    /// `sampling_ratio` (default 1.0): share of new traces kept; a continued trace follows
+    /// its parent's decision.
+    pub sampling_ratio: f64,
+    /// `resource_attributes`: extra resource attributes (`deployment.environment`, ...).
+    pub resource_attributes: Vec<(String, String)>,
+    /// `record_prompts` (default false): put the request's messages and the answer on the
+    /// request span.
+    pub record_prompts: bool,
+    /// `max_queue_size` (default 2048): finished spans waiting for export; more are dropped
+    /// and counted.
+    pub max_queue_size: usize,
+    /// `max_export_batch_size` (default 512).
+    pub max_export_batch_size: usize,
+    /// `export_interval_ms` (default 1000): longest a span waits before it is sent.
+    pub export_interval: Duration,
+    /// `export_timeout_ms` (default 10000): one export's time limit.
+    pub export_timeout: Duration,
 }

@@ -32,6 +32,8 @@ pub mod reload;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod status_page;
+pub mod telemetry;
 pub mod upstream;
 
 pub use config::Config;

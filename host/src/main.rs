@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchyard::config::{validate::ProcessEnv, Config};
+use switchyard::config::{validate::ProcessEnv, Config, LogFormat};
 use switchyard::plugin_cli::{self, Lang, TestInputs};
 
 /// jemalloc returns what a burst of large requests freed to the OS within seconds (glibc's
@@ -24,6 +24,10 @@ struct Cli {
     /// Validate the config and exit.
     #[arg(long)]
     check: bool,
+    /// Log lines as `text` (colours only on a terminal) or `json` (one object per line);
+    /// overrides `logging.format`.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -86,41 +90,53 @@ enum PluginCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     if let Some(Command::Plugin(cmd)) = cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
         return plugin(cmd);
     }
     let path = cli.config;
-    let config = match Config::load(&path, &ProcessEnv) {
-        Ok((config, warnings)) => {
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            config
-        }
+    let (config, warnings) = match Config::load(&path, &ProcessEnv) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    // Logging follows the config (format, access log), so it starts once that is read.
+    let telemetry = match switchyard::telemetry::init(&config, cli.log_format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     if cli.check {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    match switchyard::serve_file(config, &path).await {
+    let served = switchyard::serve_file(config, &path).await;
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    LogFormat::parse(s).ok_or_else(|| format!("{s:?}: expected text or json"))
 }
 
 fn plugin(cmd: PluginCommand) -> ExitCode {

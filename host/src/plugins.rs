@@ -732,7 +732,22 @@ impl Chain {
                 let body = serde_json::to_string(&req.body).unwrap_or_default();
                 bindings::request_to_wit(ctx, req, body)
             });
-            match self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))) {
+            let span = crate::telemetry::hook_span("pre_hook", &p.entry.name);
+            let called =
+                span.in_scope(|| self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))));
+            crate::telemetry::hook_outcome(
+                &span,
+                match &called {
+                    Ok(Ok(wit::PreAction::Continue)) => "continue",
+                    Ok(Ok(wit::PreAction::ContinueWith(_))) => "continue_with",
+                    Ok(Ok(wit::PreAction::Respond(_))) => "respond",
+                    Ok(Ok(wit::PreAction::Reject(_))) => "reject",
+                    Ok(Err(_)) => "guest_error",
+                    Err(_) => "failed",
+                },
+            );
+            drop(span);
+            match called {
                 Ok(Ok(wit::PreAction::Continue)) => {}
                 Ok(Ok(wit::PreAction::ContinueWith(new))) => {
                     match bindings::apply_request(req, wreq, new) {
@@ -796,7 +811,21 @@ impl Chain {
                 Ok(r) => wit::Outcome::Response(bindings::response_to_wit(req, r, latency_us)),
                 Err(e) => wit::Outcome::Error(bindings::error_to_wit(req, e)),
             });
-            match self.timed(i, POST, |p| p.call(|b, s| b.call_post_hook(s, &info, wout))) {
+            let span = crate::telemetry::hook_span("post_hook", &p.entry.name);
+            let called = span.in_scope(|| {
+                self.timed(i, POST, |p| p.call(|b, s| b.call_post_hook(s, &info, wout)))
+            });
+            crate::telemetry::hook_outcome(
+                &span,
+                match &called {
+                    Ok(Ok(wit::PostAction::Keep)) => "keep",
+                    Ok(Ok(wit::PostAction::Replace(_))) => "replace",
+                    Ok(Err(_)) => "guest_error",
+                    Err(_) => "failed",
+                },
+            );
+            drop(span);
+            match called {
                 Ok(Ok(wit::PostAction::Keep)) => {}
                 Ok(Ok(wit::PostAction::Replace(wit::Outcome::Response(r)))) => {
                     let new = match (&*outcome, &*wout) {

@@ -154,6 +154,11 @@ pub struct RequestCtx {
     pub attempts: Vec<AttemptSummary>,
     /// Who is calling (authenticated by the HTTP layer).
     pub caller: Caller,
+    pub kind: RequestKind,
+    /// The request's trace span (disabled unless `telemetry` is on).
+    pub span: tracing::Span,
+    /// The client's messages, kept only when `logging.access_log_prompts` asks for them.
+    pub prompt: Option<String>,
 }
 
 /// accept → ... → finish for one OpenAI-dialect request of `kind` from `caller` (see
@@ -185,6 +190,9 @@ pub async fn handle_dialect(
         upstream: Duration::ZERO,
         attempts: Vec::new(),
         caller: caller.clone(),
+        kind,
+        span: tracing::Span::current(),
+        prompt: None,
     };
     if dialect != Dialect::OpenAi {
         // Plugins tell the dialect by this header (the WIT request kind stays `chat`).
@@ -214,6 +222,28 @@ pub async fn handle_dialect(
         let e = GatewayError::from(r);
         Finish::new(gw, &ctx, &req.target).error(&e);
         return Outcome::Error(e);
+    }
+    {
+        let log = &gw.config.logging;
+        let record = gw
+            .config
+            .telemetry
+            .as_ref()
+            .is_some_and(|t| t.record_prompts);
+        let text = (record || (log.access_log && log.access_log_prompts))
+            .then(|| crate::telemetry::prompt_text(&req.body))
+            .flatten();
+        let on_span = text.as_deref().filter(|_| record);
+        crate::telemetry::resolved(
+            &ctx.span,
+            &ctx.hook.request_id,
+            &req.target.model,
+            req.stream,
+            on_span,
+        );
+        if log.access_log && log.access_log_prompts {
+            ctx.prompt = text;
+        }
     }
     let chain = gw.plugins.chain();
     // A fallback starts from the client's request again, not from what the hooks of the
@@ -374,7 +404,17 @@ async fn run_target(
         gw.provider_metrics(&req.target.provider)
             .learn(&req.target.model);
     }
-    Finish::new(gw, ctx, &req.target).success(response.usage);
+    crate::telemetry::response(
+        &ctx.span,
+        &response.body,
+        gw.config
+            .telemetry
+            .as_ref()
+            .is_some_and(|t| t.record_prompts),
+    );
+    let mut finish = Finish::new(gw, ctx, &req.target);
+    finish.status = response.status;
+    finish.success(response.usage);
     Ok(Outcome::Response {
         response,
         served: served_by(ctx, req.target, served),
@@ -405,6 +445,16 @@ struct Finish {
     /// Set for streams: recorded as `client_gone` if dropped unfinished.
     stream: bool,
     done: bool,
+    // For the request's span and access line (`telemetry`).
+    span: tracing::Span,
+    access_log: bool,
+    request_id: Arc<str>,
+    kind: RequestKind,
+    target: Target,
+    system: Option<crate::config::ProviderKind>,
+    fallback_index: u32,
+    prompt: Option<String>,
+    status: u16,
 }
 
 impl Finish {
@@ -419,7 +469,45 @@ impl Finish {
             upstream: ctx.upstream,
             stream: false,
             done: false,
+            span: ctx.span.clone(),
+            access_log: gw.config.logging.access_log,
+            request_id: ctx.hook.request_id.clone(),
+            kind: ctx.kind,
+            target: target.clone(),
+            system: gw
+                .upstream
+                .provider(&target.provider)
+                .map(|p| p.config.kind),
+            fallback_index: ctx.hook.attempt,
+            prompt: ctx.prompt.clone(),
+            status: 200,
         }
+    }
+
+    /// The request's span and access line.
+    fn telemetry(
+        &self,
+        error: Option<&GatewayError>,
+        end: Option<StreamEnd>,
+        usage: Option<Usage>,
+    ) {
+        crate::telemetry::finished(crate::telemetry::Finished {
+            span: &self.span,
+            access_log: self.access_log,
+            request_id: &self.request_id,
+            kind: self.kind,
+            provider: &self.target.provider,
+            system: self.system,
+            model: &self.target.model,
+            status: error.map(|e| e.status.as_u16()).unwrap_or(self.status),
+            error,
+            stream_end: end.map(StreamEnd::as_str),
+            usage,
+            latency: self.received.elapsed(),
+            upstream: self.upstream,
+            fallback_index: self.fallback_index,
+            prompt: self.prompt.as_deref(),
+        });
     }
 
     fn overhead(&self, extra: Duration) {
@@ -439,6 +527,7 @@ impl Finish {
         }
         self.caller.finished(None, usage);
         self.overhead(Duration::ZERO);
+        self.telemetry(None, None, usage);
     }
 
     fn error(mut self, e: &GatewayError) {
@@ -454,6 +543,7 @@ impl Finish {
             );
         }
         self.overhead(Duration::ZERO);
+        self.telemetry(Some(e), None, None);
     }
 
     /// A stream ended: `own` is the gateway's share of its time (before the first chunk,
@@ -478,6 +568,7 @@ impl Finish {
         // The tokens of a stream count against the key whichever way it ended.
         self.caller.finished(fault, usage);
         self.overhead(own);
+        self.telemetry(None, Some(end), usage);
     }
 }
 
@@ -504,6 +595,7 @@ fn respond_stream(
         .learn(&req.target.model);
     let mut finish = Finish::new(gw, ctx, &req.target);
     finish.stream = true;
+    crate::telemetry::first_token(&ctx.span, ctx.received.elapsed());
     // Time to the first chunk, as the client sees it.
     finish
         .model
@@ -558,6 +650,9 @@ impl StreamState {
         }
         match self.upstream.next().await {
             Some(Ok(mut chunk)) => {
+                if self.template.is_none() && !self.finish.span.is_disabled() {
+                    crate::telemetry::stream_model(&self.finish.span, &chunk.body);
+                }
                 if let Some(u) = chunk.usage() {
                     self.usage = Some(u);
                 }

@@ -9,8 +9,8 @@
 //! concurrency and buffer sizes, model aliases, virtual keys (their counts and budgets go
 //! on in the same store), and the client settings read per request. What needs a
 //! restart, and is said so in the reload's notes: `client.listen`, the connection time
-//! limits, `client.max_in_flight`, `client.admin_listen` / `admin_token` and the `plugins`
-//! section (the plugin host keeps its
+//! limits, `client.max_in_flight`, `client.admin_listen` / `admin_token`, `logging`,
+//! `telemetry`, `status_page` and the `plugins` section (the plugin host keeps its
 //! instances, key-value state and watcher).
 //!
 //! Triggers: SIGHUP, and a change to the config file (its directory is watched, so editors
@@ -167,6 +167,9 @@ impl Live {
         config.client.idle_timeout = old.config.client.idle_timeout;
         config.client.write_timeout = old.config.client.write_timeout;
         config.plugins = old.config.plugins.clone();
+        config.logging = old.config.logging.clone();
+        config.telemetry = old.config.telemetry.clone();
+        config.status_page = old.config.status_page;
         let upstream = match Upstream::new(&config, old.metrics.clone()) {
             Ok(u) => u,
             Err(e) => {
@@ -289,6 +292,27 @@ fn differences(old: &Config, new: &Config) -> Vec<String> {
     }
     if oc.write_timeout != nc.write_timeout {
         restart("write_timeout_in_seconds", &mut notes);
+    }
+    for (key, a, b) in [
+        (
+            "logging",
+            format!("{:?}", old.logging),
+            format!("{:?}", new.logging),
+        ),
+        (
+            "telemetry",
+            format!("{:?}", old.telemetry),
+            format!("{:?}", new.telemetry),
+        ),
+        (
+            "status_page",
+            format!("{:?}", old.status_page),
+            format!("{:?}", new.status_page),
+        ),
+    ] {
+        if a != b {
+            notes.push(format!("{key}: changed, applies at the next restart"));
+        }
     }
     if format!("{:?}", old.plugins) != format!("{:?}", new.plugins) {
         notes.push(

@@ -122,7 +122,8 @@ pub fn build_live_router(live: Arc<Live>, listener: Listener) -> Router {
         in_flight: Arc::new(Semaphore::new(current.config.client.max_in_flight)),
         live,
     };
-    Router::new()
+    let status_page = current.config.status_page;
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -136,7 +137,14 @@ pub fn build_live_router(live: Arc<Live>, listener: Listener) -> Router {
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    // The status page, unless `status_page.enabled` is false.
+    let router = if status_page {
+        router.route("/ui", get(ui)).route("/", get(ui))
+    } else {
+        router
+    };
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -221,8 +229,10 @@ async fn dispatch_in(
         Ok(body) => body,
         Err(e) => return dialect_error(dialect, e),
     };
-    let handled = AssertUnwindSafe(proxy::handle_dialect(
-        gw, dialect, &caller, kind, &headers, body,
+    let span = crate::telemetry::request_span(kind, &headers);
+    let handled = AssertUnwindSafe(tracing::Instrument::instrument(
+        proxy::handle_dialect(gw, dialect, &caller, kind, &headers, body),
+        span,
     ))
     .catch_unwind()
     .await;
@@ -520,6 +530,7 @@ async fn health(
                 "available": p.available(),
                 "reason": reason,
                 "keys": p.config.keys.len(),
+                "masked_keys": p.config.keys.iter().map(|k| crate::status_page::mask(k.value.expose())).collect::<Vec<_>>(),
                 "credentials": p.credential_states(),
                 "queue_depth": p.queue_depth(),
                 "in_flight": p.in_flight(),
@@ -554,6 +565,18 @@ async fn metrics(State(Http { gw, .. }): State<Http>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The live status page: one self-contained HTML page polling `/health` and `/metrics`.
+async fn ui() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::status_page::HTML,
     )
         .into_response()
 }

@@ -54,6 +54,7 @@ pub async fn gateway_with(
     clock: Arc<dyn Clock>,
 ) -> Result<Gateway, StartupError> {
     let metrics = Arc::new(Metrics::new());
+    crate::telemetry::register(&metrics.registry);
     let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
     let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
         // Plugins load in the background (`loading` on /health): the listener is up in

@@ -207,6 +207,7 @@ impl ProviderRuntime {
         for (name, value) in &net.extra_headers {
             base.headers.insert(name.clone(), value.clone());
         }
+        crate::telemetry::inject(&mut base.headers);
         let timeout = net.request_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut renewed = false;
@@ -339,8 +340,9 @@ impl Upstream {
         let rt = self.check_route(req)?;
         // Fail before queueing when no key can serve the model.
         rt.pick_key(&req.target.model)?;
-        let place = self.admit(rt).await?;
-        self.call(rt, req, place).await
+        let wait = crate::telemetry::queue_span(&rt.config.name);
+        let place = tracing::Instrument::instrument(self.admit(rt), wait.clone()).await?;
+        self.call(rt, req, place, wait).await
     }
 
     async fn admit(&self, rt: &ProviderRuntime) -> Result<Place, GatewayError> {
@@ -375,12 +377,14 @@ impl Upstream {
         rt: &ProviderRuntime,
         req: &UnifiedRequest,
         place: Place,
+        queue_wait: tracing::Span,
     ) -> Result<(Answer, Served), GatewayError> {
         let net = &rt.config.network;
         let mut served = Served::default();
         let started = Instant::now();
         let mut attempt = 0u32;
-        let mut worker = rt.queue.worker(&place).await?;
+        let mut worker =
+            tracing::Instrument::instrument(rt.queue.worker(&place), queue_wait).await?;
         // Recorded once the outcome is known: a model the provider answered for gets its
         // own label first (see `metrics`).
         let mut durations = Vec::with_capacity(1);
@@ -399,7 +403,21 @@ impl Upstream {
             served.key_index = key_index;
             served.attempts = attempt + 1;
             let call_started = Instant::now();
-            let result = rt.attempt(req, credential, self.limits).await;
+            let span = crate::telemetry::attempt_span(
+                &rt.config.name,
+                rt.config.kind,
+                req.kind,
+                &req.target.model,
+                key_index,
+                attempt,
+            );
+            let result = tracing::Instrument::instrument(
+                rt.attempt(req, credential, self.limits),
+                span.clone(),
+            )
+            .await;
+            crate::telemetry::attempt_done(&span, &result);
+            drop(span);
             durations.push(call_started.elapsed());
             if !matches!(&result, Err(e) if e.retryable && attempt < net.max_retries) {
                 record(&durations, result.is_ok());

@@ -205,7 +205,17 @@ pub struct Binary {
 
 impl Binary {
     /// `None` outside CI when the binary has not been built (the test command builds it).
-    pub async fn start(mut cfg: Value, env: &[(&str, &str)], rust_log: &str) -> Option<Binary> {
+    pub async fn start(cfg: Value, env: &[(&str, &str)], rust_log: &str) -> Option<Binary> {
+        Self::start_with_args(cfg, env, rust_log, &[]).await
+    }
+
+    /// [`Binary::start`] with extra command-line arguments.
+    pub async fn start_with_args(
+        mut cfg: Value,
+        env: &[(&str, &str)],
+        rust_log: &str,
+        args: &[&str],
+    ) -> Option<Binary> {
         let Some(bin) = switchyard_tests::gateway_binary() else {
             if std::env::var_os("CI").is_some() {
                 panic!(
@@ -232,6 +242,7 @@ impl Binary {
         let child = tokio::process::Command::new(bin)
             .arg("--config")
             .arg(&path)
+            .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
             .stdout(out)

@@ -10,6 +10,7 @@ mod clouds;
 mod dialects;
 mod engine;
 mod faults;
+mod observability;
 mod plugin_cli;
 mod plugin_platform;
 mod plugins;

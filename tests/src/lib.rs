@@ -6,6 +6,7 @@
 
 pub mod eventstream;
 pub mod mock;
+pub mod otlp;
 pub mod proxy;
 pub mod service_account;
 pub mod sigv4;
@@ -108,5 +109,27 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Headless Chromium (`chromium` on PATH, Debian's package, which the test command
+/// installs), or `None` outside CI when it is missing. Under CI a missing browser fails.
+pub fn require_chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    match found {
+        Some(b) => Some(PathBuf::from(b)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("chromium is missing: the test command installs it (cargo xtask test)")
+        }
+        None => {
+            eprintln!("skipped: chromium not installed (cargo xtask test installs it)");
+            None
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Build tasks. `cargo xtask test` is the CI entry point; `cargo xtask run` the quick start.
 
 mod bench;
+mod browser;
 mod js;
 mod peers;
 mod plugins;

@@ -51,6 +51,8 @@ pub fn test() -> Result<()> {
     crate::python::ensure_venv()?;
     crate::python::build_python_plugin()?;
     crate::js::build_js_plugin()?;
+    // The status-page test drives a real browser.
+    crate::browser::ensure_chromium()?;
     crate::plugins::lint_plugins()?;
     run_cmd(cargo().args([
         "clippy",

@@ -55,6 +55,9 @@ pub struct RawConfig {
     pub client: Option<RawClient>,
     pub providers: Option<OrderedMap<RawProvider>>,
     pub plugins: Option<RawPlugins>,
+    pub logging: Option<RawLogging>,
+    pub telemetry: Option<RawTelemetry>,
+    pub status_page: Option<RawStatusPage>,
 }
 
 /// `client`.
@@ -237,4 +240,39 @@ pub struct RawPluginEntry {
     pub deadline_ms: Option<u64>,
     pub memory_limit_mib: Option<u64>,
     pub fresh_instance_after: Option<u64>,
+}
+
+/// `logging`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` or `json`.
+    pub format: Option<String>,
+    pub access_log: Option<bool>,
+    pub access_log_prompts: Option<bool>,
+}
+
+/// `telemetry` (OpenTelemetry traces).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (the only one for now).
+    pub otlp_protocol: Option<String>,
+    pub otlp_headers: Option<OrderedMap<String>>,
+    pub service_name: Option<String>,
+    pub sampling_ratio: Option<f64>,
+    pub resource_attributes: Option<OrderedMap<String>>,
+    pub record_prompts: Option<bool>,
+    pub max_queue_size: Option<usize>,
+    pub max_export_batch_size: Option<usize>,
+    pub export_interval_ms: Option<u64>,
+    pub export_timeout_ms: Option<u64>,
+}
+
+/// `status_page`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatusPage {
+    pub enabled: Option<bool>,
 }

@@ -23,6 +23,7 @@ use super::{
 mod access;
 mod service_account;
 mod settings;
+mod telemetry;
 
 pub use service_account::{parse_service_account, signing_key, DEFAULT_TOKEN_URI};
 
@@ -290,12 +291,18 @@ pub fn validate(
     client.access = access::access(&mut ctx, &raw_client, client.listen, &names);
     let plugins = plugins(&mut ctx, raw.plugins.unwrap_or_default(), base_dir);
     client.model_aliases = model_aliases(&mut ctx, raw_client.model_aliases.as_ref(), &providers);
+    let logging = telemetry::logging(&mut ctx, raw.logging.unwrap_or_default());
+    let telemetry = telemetry::telemetry(&mut ctx, raw.telemetry.unwrap_or_default());
+    let status_page = raw.status_page.and_then(|s| s.enabled).unwrap_or(true);
     if ctx.problems.is_empty() {
         Ok((
             Config {
                 client,
                 providers,
                 plugins,
+                logging,
+                telemetry,
+                status_page,
             },
             ctx.warnings,
         ))
