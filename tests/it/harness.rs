@@ -204,13 +204,34 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// `None` outside CI when the binary has not been built (the test command builds it).
+    /// Start, and wait until its plugins have loaded. `None` outside CI when the binary has
+    /// not been built (the test command builds it).
     pub async fn start(cfg: Value, env: &[(&str, &str)], rust_log: &str) -> Option<Binary> {
         Self::start_with_args(cfg, env, rust_log, &[]).await
     }
 
     /// [`Binary::start`] with extra command-line arguments.
     pub async fn start_with_args(
+        cfg: Value,
+        env: &[(&str, &str)],
+        rust_log: &str,
+        args: &[&str],
+    ) -> Option<Binary> {
+        let bin = Self::launch(cfg, env, rust_log, args).await?;
+        bin.wait_plugins_loaded(&reqwest::Client::new()).await;
+        Some(bin)
+    }
+
+    /// Start and return as soon as it listens (its plugins may still be loading).
+    pub async fn start_listening(
+        cfg: Value,
+        env: &[(&str, &str)],
+        rust_log: &str,
+    ) -> Option<Binary> {
+        Self::launch(cfg, env, rust_log, &[]).await
+    }
+
+    async fn launch(
         mut cfg: Value,
         env: &[(&str, &str)],
         rust_log: &str,
@@ -254,13 +275,14 @@ impl Binary {
         let client = reqwest::Client::new();
         for _ in 0..400 {
             if client.get(format!("{base}/health")).send().await.is_ok() {
-                return Some(Binary {
+                let bin = Binary {
                     base,
                     child,
                     config: path,
                     log,
                     _dir: dir,
-                });
+                };
+                return Some(bin);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -272,6 +294,30 @@ impl Binary {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Plugins load after the listener is up: wait until `/health` lists none as `loading`
+    /// (when it shows the details; a guarded admin side shows only the status).
+    async fn wait_plugins_loaded(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let health: Value = match client.get(self.url("/health")).send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            let loading = health["plugins"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["state"] == "loading"));
+            if !loading {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugins still loading after 180 s: {health}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Everything the gateway wrote so far.
