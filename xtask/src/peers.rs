@@ -103,11 +103,10 @@ pub fn start_nginx(
 fn crabllm_binary() -> Result<PathBuf> {
     let tools = root().join("build/tools");
     let bin = tools.join("bin/crabllm");
-    let installed = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CRABLLM_VERSION))
-        .unwrap_or(false);
+    // crabllm has no --version; cargo's install record says what is there.
+    let installed = bin.is_file()
+        && std::fs::read_to_string(tools.join(".crates.toml"))
+            .is_ok_and(|t| t.contains(&format!("crabllm {CRABLLM_VERSION} ")));
     if !installed {
         eprintln!("+ installing crabllm {CRABLLM_VERSION} from crates.io (a few minutes, once)");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -144,7 +143,7 @@ pub fn start_crabllm(up: &Upstreams<'_>, listen: &str) -> Result<Guard> {
     )?;
     eprintln!("+ starting crabllm {CRABLLM_VERSION} on {listen}");
     let child = Command::new(&bin)
-        .arg("--config")
+        .args(["serve", "--config"])
         .arg(&conf)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
