@@ -161,11 +161,7 @@ impl Live {
         let mut config = config;
         // Keep what cannot change without a restart, so that what the gateway reports is
         // what it does.
-        config.client.listen = old.config.client.listen;
-        config.client.max_in_flight = old.config.client.max_in_flight;
-        config.client.header_read_timeout = old.config.client.header_read_timeout;
-        config.client.idle_timeout = old.config.client.idle_timeout;
-        config.client.write_timeout = old.config.client.write_timeout;
+        keep_restart_only(&old.config.client, &mut config.client);
         config.plugins = old.config.plugins.clone();
         config.logging = old.config.logging.clone();
         config.telemetry = old.config.telemetry.clone();
@@ -231,6 +227,16 @@ impl Live {
     pub fn refused_last(&self) -> bool {
         self.status().last.as_ref().is_some_and(|a| !a.applied)
     }
+}
+
+/// Copy into `to` the client settings that only a restart changes (the listener, the
+/// connection limits and `max_in_flight` are fixed when the server starts).
+fn keep_restart_only(from: &crate::config::ClientConfig, to: &mut crate::config::ClientConfig) {
+    to.listen = from.listen;
+    to.max_in_flight = from.max_in_flight;
+    to.header_read_timeout = from.header_read_timeout;
+    to.idle_timeout = from.idle_timeout;
+    to.write_timeout = from.write_timeout;
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -321,11 +327,7 @@ fn differences(old: &Config, new: &Config) -> Vec<String> {
         );
     }
     let mut oc_rest = oc.clone();
-    oc_rest.listen = nc.listen;
-    oc_rest.max_in_flight = nc.max_in_flight;
-    oc_rest.header_read_timeout = nc.header_read_timeout;
-    oc_rest.idle_timeout = nc.idle_timeout;
-    oc_rest.write_timeout = nc.write_timeout;
+    keep_restart_only(nc, &mut oc_rest);
     if format!("{oc_rest:?}") != format!("{nc:?}") {
         notes.push("client: changed".to_owned());
     }
