@@ -24,6 +24,9 @@ const PLUGIN_GW: &str = "127.0.0.1:18082";
 const NGINX_PLAIN: &str = "127.0.0.1:18083";
 const NGINX_STREAM: &str = "127.0.0.1:18084";
 const CRABLLM: &str = "127.0.0.1:18085";
+const TRACED_GW: &str = "127.0.0.1:18086";
+/// Where row (t) sends its traces: a port nothing listens on, so every export is refused.
+const DEAD_COLLECTOR: &str = "http://127.0.0.1:18099";
 /// Tokens per streamed answer in the streaming runs.
 const STREAM_WORDS: usize = 20;
 
@@ -83,6 +86,14 @@ struct Figures {
     peak_rss_mib: Option<f64>,
     /// Mean of the gateway's own `switchyard_gateway_overhead_seconds`.
     self_overhead_us: Option<f64>,
+    /// Row (t): spans exported and dropped, from the gateway's `/metrics`.
+    spans: Option<SpanCounts>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct SpanCounts {
+    exported: f64,
+    dropped: f64,
 }
 
 /// Summary of one oha run.
@@ -127,10 +138,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     );
     wait_for_port("127.0.0.1:18091", Duration::from_secs(10))?;
 
+    if std::net::TcpStream::connect(DEAD_COLLECTOR.trim_start_matches("http://")).is_ok() {
+        bail!("row (t) needs nothing listening on {DEAD_COLLECTOR}, but something answers there");
+    }
     let plain_cfg = out_dir.join("gateway-plain.json");
     std::fs::write(&plain_cfg, gateway_config(PLAIN_GW, false))?;
     let plugin_cfg = out_dir.join("gateway-plugins.json");
     std::fs::write(&plugin_cfg, gateway_config(PLUGIN_GW, true))?;
+    let traced_cfg = out_dir.join("gateway-traced.json");
+    std::fs::write(&traced_cfg, traced_config(TRACED_GW))?;
 
     let body_path = out_dir.join("chat.json");
     std::fs::write(&body_path, CHAT_BODY)?;
@@ -207,6 +223,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     for (label, cfg, addr) in [
         ("(b) gateway, no plugins", &plain_cfg, PLAIN_GW),
         ("(c) gateway, 3 Wasm plugins", &plugin_cfg, PLUGIN_GW),
+        (
+            "(t) gateway, no plugins, traces to a collector that is down",
+            &traced_cfg,
+            TRACED_GW,
+        ),
     ] {
         eprintln!("== {label}");
         let gw = start_gateway(&release, cfg, addr)?;
@@ -216,6 +237,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         stream_run(&oha, &plan, &url, &stream_body, &mut f)?;
         f.peak_rss_mib = peak_rss_mib(pid);
         f.self_overhead_us = Some(overhead_metric_mean_us(addr)?);
+        if label.starts_with("(t)") {
+            f.spans = Some(span_counts(addr)?);
+        }
         drop(gw);
         rows.push((label, f));
     }
@@ -292,6 +316,17 @@ fn gateway_config(listen: &str, plugins: bool) -> String {
 "#,
         plugin_dir.display()
     )
+}
+
+/// Row (t): the no-plugin gateway with tracing on, every request sampled, exporting to
+/// [`DEAD_COLLECTOR`]: what an outage of the collector costs requests.
+fn traced_config(listen: &str) -> String {
+    let plain = gateway_config(listen, false);
+    let telemetry = format!(
+        r#"  "telemetry": {{"otlp_endpoint": "{DEAD_COLLECTOR}", "sampling_ratio": 1.0}},
+  "plugins""#
+    );
+    plain.replacen("  \"plugins\"", &telemetry, 1)
 }
 
 fn start_gateway(release: &Path, cfg: &Path, addr: &str) -> Result<Guard> {
@@ -523,9 +558,18 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The gateway exports its own overhead histogram: make sure it saw the run, and return its
-/// mean in µs (time in the gateway excluding the upstream call, over every request of the run).
-fn overhead_metric_mean_us(addr: &str) -> Result<f64> {
+/// Sum of a counter over all its label sets in a `/metrics` text.
+fn counter_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metrics_text(addr: &str) -> Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     write!(
@@ -534,6 +578,31 @@ fn overhead_metric_mean_us(addr: &str) -> Result<f64> {
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Spans the gateway exported and dropped; with the collector down every span must be
+/// accounted as dropped (none silently lost, none exported).
+fn span_counts(addr: &str) -> Result<SpanCounts> {
+    let text = metrics_text(addr)?;
+    let c = SpanCounts {
+        exported: counter_sum(&text, "switchyard_trace_spans_exported_total"),
+        dropped: counter_sum(&text, "switchyard_trace_spans_dropped_total"),
+    };
+    eprintln!(
+        "   /metrics: {} spans exported, {} dropped",
+        c.exported, c.dropped
+    );
+    if c.dropped == 0.0 {
+        bail!("row (t): the collector is down, yet {addr} counted no dropped span");
+    }
+    Ok(c)
+}
+
+/// The gateway exports its own overhead histogram: make sure it saw the run, and return its
+/// mean in µs (time in the gateway excluding the upstream call, over every request of the run).
+fn overhead_metric_mean_us(addr: &str) -> Result<f64> {
+    let text = metrics_text(addr)?;
     let count = text
         .lines()
         .find(|l| l.starts_with("switchyard_gateway_overhead_seconds_count"))
@@ -710,6 +779,23 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
         )?;
         writeln!(md)?;
     }
+    if let (Some(b), Some(t)) = (find("(b)"), find("(t)")) {
+        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
+        let spans = t.spans.unwrap_or_default();
+        writeln!(
+            md,
+            "Tracing with the collector down, (t) against (b) in this run: closed-loop req/s {:.2}×, \
+             p50 at 1 conn {:+.1} µs, stream answers/s {:.2}×, own overhead {:+.1} µs; \
+             {:.0} spans dropped and counted, {:.0} exported.",
+            ratio(t.closed_rps, b.closed_rps),
+            t.one_p50_us - b.one_p50_us,
+            ratio(t.stream_rps, b.stream_rps),
+            t.self_overhead_us.unwrap_or(0.0) - b.self_overhead_us.unwrap_or(0.0),
+            spans.dropped,
+            spans.exported
+        )?;
+        writeln!(md)?;
+    }
     writeln!(md, "Method:")?;
     writeln!(
         md,
@@ -738,6 +824,12 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
          At one keep-alive connection: {} answers sent one after another on the same connection, as SDK clients do, \
          timed to the end of the answer and to its first `data:` event.",
         plan.one_conn_streams
+    )?;
+    writeln!(
+        md,
+        "- (t) is (b) with `telemetry.otlp_endpoint` set to {DEAD_COLLECTOR}, where nothing listens, and \
+         every request sampled: each export is refused, and its spans are dropped and counted in \
+         `switchyard_trace_spans_dropped_total`."
     )?;
     writeln!(
         md,
