@@ -142,11 +142,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         bail!("row (t) needs nothing listening on {DEAD_COLLECTOR}, but something answers there");
     }
     let plain_cfg = out_dir.join("gateway-plain.json");
-    std::fs::write(&plain_cfg, gateway_config(PLAIN_GW, false))?;
+    std::fs::write(&plain_cfg, gateway_config(PLAIN_GW, false, ""))?;
     let plugin_cfg = out_dir.join("gateway-plugins.json");
-    std::fs::write(&plugin_cfg, gateway_config(PLUGIN_GW, true))?;
+    std::fs::write(&plugin_cfg, gateway_config(PLUGIN_GW, true, ""))?;
     let traced_cfg = out_dir.join("gateway-traced.json");
-    std::fs::write(&traced_cfg, traced_config(TRACED_GW))?;
+    std::fs::write(
+        &traced_cfg,
+        gateway_config(TRACED_GW, false, &traced_telemetry()),
+    )?;
 
     let body_path = out_dir.join("chat.json");
     std::fs::write(&body_path, CHAT_BODY)?;
@@ -220,13 +223,14 @@ pub fn bench(args: &[String]) -> Result<()> {
         rows.push((label, f));
     }
 
-    for (label, cfg, addr) in [
-        ("(b) gateway, no plugins", &plain_cfg, PLAIN_GW),
-        ("(c) gateway, 3 Wasm plugins", &plugin_cfg, PLUGIN_GW),
+    for (label, cfg, addr, traced) in [
+        ("(b) gateway, no plugins", &plain_cfg, PLAIN_GW, false),
+        ("(c) gateway, 3 Wasm plugins", &plugin_cfg, PLUGIN_GW, false),
         (
             "(t) gateway, no plugins, traces to a collector that is down",
             &traced_cfg,
             TRACED_GW,
+            true,
         ),
     ] {
         eprintln!("== {label}");
@@ -237,7 +241,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         stream_run(&oha, &plan, &url, &stream_body, &mut f)?;
         f.peak_rss_mib = peak_rss_mib(pid);
         f.self_overhead_us = Some(overhead_metric_mean_us(addr)?);
-        if label.starts_with("(t)") {
+        if traced {
             f.spans = Some(span_counts(addr)?);
         }
         drop(gw);
@@ -288,7 +292,9 @@ fn ensure_oha() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn gateway_config(listen: &str, plugins: bool) -> String {
+/// A gateway config in front of the two mocks; `extra` is inserted as top-level sections
+/// (ending with a comma), e.g. row (t)'s `telemetry`.
+fn gateway_config(listen: &str, plugins: bool, extra: &str) -> String {
     let plugin_dir = root().join("plugins/build");
     let entries = if plugins {
         r#"[
@@ -311,22 +317,19 @@ fn gateway_config(listen: &str, plugins: bool) -> String {
               "network_config": {{"base_url": "http://127.0.0.1:18091/v1", "max_retries": 0}},
               "concurrency_and_buffer_size": {{"concurrency": 256, "buffer_size": 4096}}}}
   }},
-  "plugins": {{"directory": "{}", "watch": false, "entries": {entries}}}
+{extra}  "plugins": {{"directory": "{}", "watch": false, "entries": {entries}}}
 }}
 "#,
         plugin_dir.display()
     )
 }
 
-/// Row (t): the no-plugin gateway with tracing on, every request sampled, exporting to
-/// [`DEAD_COLLECTOR`]: what an outage of the collector costs requests.
-fn traced_config(listen: &str) -> String {
-    let plain = gateway_config(listen, false);
-    let telemetry = format!(
-        r#"  "telemetry": {{"otlp_endpoint": "{DEAD_COLLECTOR}", "sampling_ratio": 1.0}},
-  "plugins""#
-    );
-    plain.replacen("  \"plugins\"", &telemetry, 1)
+/// Row (t): tracing on, every request sampled, exporting to [`DEAD_COLLECTOR`]: what an
+/// outage of the collector costs requests.
+fn traced_telemetry() -> String {
+    format!(
+        "  \"telemetry\": {{\"otlp_endpoint\": \"{DEAD_COLLECTOR}\", \"sampling_ratio\": 1.0}},\n"
+    )
 }
 
 fn start_gateway(release: &Path, cfg: &Path, addr: &str) -> Result<Guard> {
@@ -676,6 +679,15 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem}, {os}")
 }
 
+/// `x / y`, or 0 when `y` measured nothing.
+fn ratio(x: f64, y: f64) -> f64 {
+    if y > 0.0 {
+        x / y
+    } else {
+        0.0
+    }
+}
+
 fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Result<String> {
     let direct = rows.first().map(|r| r.1.clone()).unwrap_or_default();
     let mut md = String::new();
@@ -708,11 +720,7 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (label, f) in rows {
-        let ratio = if direct.closed_rps > 0.0 {
-            f.closed_rps / direct.closed_rps
-        } else {
-            0.0
-        };
+        let ratio = ratio(f.closed_rps, direct.closed_rps);
         let added = if label.starts_with("(a)") {
             "—".to_owned()
         } else {
@@ -745,7 +753,6 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
     if let (Some(n), Some(r), Some(b), Some(c)) =
         (find("(n)"), find("(r)"), find("(b)"), find("(c)"))
     {
-        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
         writeln!(
             md,
             "Ratios within this run (the issue's targets in brackets):"
@@ -780,7 +787,6 @@ fn render(rows: &[(&str, Figures)], plan: &Plan, oha: &Path, quick: bool) -> Res
         writeln!(md)?;
     }
     if let (Some(b), Some(t)) = (find("(b)"), find("(t)")) {
-        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
         let spans = t.spans.unwrap_or_default();
         writeln!(
             md,
