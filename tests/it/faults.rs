@@ -946,8 +946,10 @@ async fn reload_under_load(t: &mut Table) {
         dir.install(if swaps % 2 == 0 { &b } else { &a }, "tagger.wasm");
         swaps += 1;
         let swapped = Instant::now();
-        // Generous: the whole test suite runs beside this on two cores.
-        let deadline = swapped + Duration::from_secs(20);
+        // Generous: the whole test suite runs beside this on two cores, and the next swap
+        // must not be written before this one is loaded (a reload that reads the next
+        // file would find the bytes it already serves and count nothing).
+        let deadline = swapped + Duration::from_secs(60);
         let before = reloads;
         while Instant::now() < deadline {
             reloads = metrics(&gw.get_text("/metrics").await);
