@@ -904,8 +904,7 @@ impl Chain {
             let span = crate::telemetry::hook_span("post_hook", &p.entry.name);
             let name = &p.entry.name;
             // The decision applied, or the plugin's error, or the call's failure.
-            let (label, step): (&str, Result<Result<bool, String>, CallError>) = match p
-                .wit_version
+            let (label, step): (&str, Result<Result<bool, String>, CallError>) = match p.wit_version
             {
                 WitVersion::V0_1 => {
                     let info = info1.get_or_insert_with(|| bindings::v1::request_info(ctx, req));
@@ -933,8 +932,7 @@ impl Chain {
                         self.timed(i, POST, |p| p.call2(|b, s| b.call_post_hook(s, info, wout)))
                     });
                     match called {
-                        Ok(Ok(out)) => match bindings::v2::response_headers(out.response_headers)
-                        {
+                        Ok(Ok(out)) => match bindings::v2::response_headers(out.response_headers) {
                             Ok(h) => {
                                 let label = bindings::v2::post_label(&out.action);
                                 let applied =
@@ -992,7 +990,9 @@ impl Chain {
             }
             let span = crate::telemetry::hook_span("post_hook", &p.entry.name);
             let called = span.in_scope(|| {
-                self.timed(i, POST, |p| p.call2(|b, s| b.call_post_hook(s, &info, &out)))
+                self.timed(i, POST, |p| {
+                    p.call2(|b, s| b.call_post_hook(s, &info, &out))
+                })
             });
             crate::telemetry::hook_outcome(
                 &span,
@@ -1061,7 +1061,9 @@ impl Chain {
                     self.timed(i, CHUNK, |p| {
                         p.call1(|b, s| b.call_on_chunk(s, info, wchunk, st))
                     })
-                    .map(|r| r.map(|out| bindings::v1::apply_chunk_output(chunk, kind, wchunk, out)))
+                    .map(|r| {
+                        r.map(|out| bindings::v1::apply_chunk_output(chunk, kind, wchunk, out))
+                    })
                 }
                 WitVersion::V0_2 => {
                     let info = info2.get_or_insert_with(|| bindings::v2::request_info(ctx, req));
@@ -1070,7 +1072,9 @@ impl Chain {
                     self.timed(i, CHUNK, |p| {
                         p.call2(|b, s| b.call_on_chunk(s, info, wchunk, st))
                     })
-                    .map(|r| r.map(|out| bindings::v2::apply_chunk_output(chunk, kind, wchunk, out)))
+                    .map(|r| {
+                        r.map(|out| bindings::v2::apply_chunk_output(chunk, kind, wchunk, out))
+                    })
                 }
             };
             match called {

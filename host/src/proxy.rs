@@ -25,8 +25,7 @@ use crate::config::Config;
 use crate::error::{AttemptSummary, Fault, GatewayError};
 use crate::metrics::{Metrics, ModelMetrics, ProviderMetrics, StreamEnd};
 use crate::plugins::{
-    Chain, HookContext, KvStore, PluginHost, PreOutcome, StreamEnded, StreamEnding,
-    StreamHookState,
+    Chain, HookContext, KvStore, PluginHost, PreOutcome, StreamEnded, StreamEnding, StreamHookState,
 };
 use crate::schema::{
     Dialect, RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage,

@@ -85,7 +85,12 @@ async fn v0_1_and_v0_2_plugins_share_a_chain_and_edit_headers() {
     let sent = mock.received().pop().unwrap();
     assert!(sent.body.to_string().contains("[A]"), "{}", sent.body);
     // 0.2.0's edits reached the provider: set, removed, and the config's other header kept.
-    assert_eq!(sent.header("x-plugin-set"), Some("v2"), "{:?}", sent.headers);
+    assert_eq!(
+        sent.header("x-plugin-set"),
+        Some("v2"),
+        "{:?}",
+        sent.headers
+    );
     assert_eq!(sent.header("x-team"), None, "{:?}", sent.headers);
     assert_eq!(sent.header("x-keep"), Some("kept"));
     assert_eq!(
@@ -118,7 +123,10 @@ async fn setting_a_credential_header_is_refused_per_on_error() {
     assert_eq!(r.headers()["x-switchyard-error"], "plugin");
     let body: Value = r.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("headers") && msg.contains("Authorization"), "{msg}");
+    assert!(
+        msg.contains("headers") && msg.contains("Authorization"),
+        "{msg}"
+    );
     assert_eq!(mock.count(), 0, "a refused plugin's request never left");
     let failures = closed.get_text("/metrics").await;
     assert_eq!(
@@ -164,7 +172,7 @@ async fn stream_ended_is_told_once_complete_or_client_gone() {
     let Some((gw, _dir)) = gateway(&mock, "fail_closed").await else {
         return;
     };
-    let stream = json!({"model": "openai/gpt-4o", "messages": user("hello there"), "stream": true});
+    let stream = json!({"model": "openai/gpt-4o", "messages": user("echo:one two three four"), "stream": true});
 
     // A normal stream: `complete`, once.
     let r = post(&gw, stream.clone(), None).await;
@@ -199,9 +207,10 @@ async fn stream_ended_is_told_once_complete_or_client_gone() {
         "complete=1,upstream_error=0,plugin_error=0,client_gone=1"
     );
 
-    // An upstream error mid-stream is told as such.
+    // An upstream error after two content chunks (once the stream is committed) is told
+    // as such.
     mock.push_behavior(Behavior::StreamError {
-        after_chunks: 1,
+        after_chunks: 3,
         kind: None,
     });
     let r = post(&gw, stream, None).await;

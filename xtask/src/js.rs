@@ -52,7 +52,13 @@ pub fn build_js_plugin() -> Result<PathBuf> {
     run_cmd(
         Command::new(src.join("node_modules/.bin/componentize-js"))
             .current_dir(&src)
-            .args(["app.js", "--wit", "../../wit/0.1.0", "--world-name", "plugin"])
+            .args([
+                "app.js",
+                "--wit",
+                "../../wit/0.1.0",
+                "--world-name",
+                "plugin",
+            ])
             .args(["-d", "http", "-d", "fetch-event", "-o"])
             .arg(&tmp),
     )?;

@@ -91,7 +91,10 @@ pub fn build_plugins() -> Result<()> {
     // The 0.1.0 packages (the whole workspace but the 0.2.0 ones), then the 0.2.0 ones.
     let mut v0_1 = vec!["--workspace".to_owned()];
     v0_1.extend(V0_2_PACKAGES.iter().map(|p| format!("--exclude={p}")));
-    let v0_2: Vec<String> = V0_2_PACKAGES.iter().map(|p| format!("--package={p}")).collect();
+    let v0_2: Vec<String> = V0_2_PACKAGES
+        .iter()
+        .map(|p| format!("--package={p}"))
+        .collect();
     for packages in [v0_1, v0_2] {
         let mut cmd = cargo(toolchain);
         cmd.args(["build", "--release", "--target", TARGET, "--target-dir"])

@@ -922,18 +922,18 @@ macro_rules! conversions {
 
 /// WIT 0.1.0.
 pub mod v1 {
+    use super::wit;
     #[allow(unused_imports)]
     use super::*;
-    use super::wit;
 
     conversions!();
 }
 
 /// WIT 0.2.0: the shared conversions plus what only 0.2.0 has.
 pub mod v2 {
+    use super::wit2 as wit;
     #[allow(unused_imports)]
     use super::*;
-    use super::wit2 as wit;
 
     conversions!();
 
@@ -984,7 +984,9 @@ pub mod v2 {
 
     /// A plugin's response headers, checked like [`header_edits`]; the gateway's own
     /// `x-switchyard-*` headers are refused too.
-    pub fn response_headers(hs: Vec<wit::Header>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pub fn response_headers(
+        hs: Vec<wit::Header>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         hs.into_iter()
             .map(|h| {
                 if h.name.to_ascii_lowercase().starts_with("x-switchyard-") {
@@ -1056,4 +1058,3 @@ fn header(name: &str, value: &str, what: &str) -> Result<(HeaderName, HeaderValu
         .map_err(|_| format!("{what}: the value of {name} is not a header value"))?;
     Ok((n, v))
 }
-

@@ -84,7 +84,12 @@ fn request_round_trip_applies_only_changes() {
 #[test]
 fn body_json_edit_is_reparsed_first() {
     let mut req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
-    let sent = bindings::request_to_wit(&ctx(), &req, serde_json::to_string(&req.body).unwrap(), Reads::ALL);
+    let sent = bindings::request_to_wit(
+        &ctx(),
+        &req,
+        serde_json::to_string(&req.body).unwrap(),
+        Reads::ALL,
+    );
     let mut new = sent.clone();
     new.body_json =
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7})
@@ -201,8 +206,11 @@ fn v2_header_edits_refuse_credentials_and_framing() {
             value: "v".into(),
         })
     };
-    let ok = v2::header_edits(vec![set("X-Team"), wit2::HeaderEdit::Remove("x-old".into())])
-        .unwrap();
+    let ok = v2::header_edits(vec![
+        set("X-Team"),
+        wit2::HeaderEdit::Remove("x-old".into()),
+    ])
+    .unwrap();
     assert_eq!(
         ok,
         vec![
@@ -224,7 +232,10 @@ fn v2_header_edits_refuse_credentials_and_framing() {
     ] {
         assert!(v2::header_edits(vec![set(bad)]).is_err(), "{bad} accepted");
         let remove = wit2::HeaderEdit::Remove(bad.into());
-        assert!(v2::header_edits(vec![remove]).is_err(), "removing {bad} accepted");
+        assert!(
+            v2::header_edits(vec![remove]).is_err(),
+            "removing {bad} accepted"
+        );
     }
     let h = |n: &str, v: &str| wit2::Header {
         name: n.into(),
@@ -239,8 +250,10 @@ fn v2_header_edits_refuse_credentials_and_framing() {
 #[test]
 fn v2_request_leaves_out_unread_parts() {
     use super::bindings::v2;
-    let req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
-        "metadata": {"team": "a"}}));
+    let req = chat(
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"team": "a"}}),
+    );
     let none = Reads {
         body_json: false,
         messages: false,
