@@ -100,7 +100,7 @@
 // A component carries the world of every `generate!` linked into it, and the 0.1.0 and
 // 0.2.0 worlds both export `init`: so a wasm32 build has exactly one of them, chosen by
 // feature (`v0_1`, the default, or `v0_2` with default features off). Natively (unit tests)
-// both are there.
+// 0.1.0 is always there, and 0.2.0 with `v0_2`.
 #[cfg(all(target_arch = "wasm32", feature = "v0_1", feature = "v0_2"))]
 compile_error!(
     "switchyard-sdk: features `v0_1` and `v0_2` are exclusive on wasm32; a 0.2.0 plugin \
@@ -141,7 +141,7 @@ pub mod metrics;
 pub mod testing;
 #[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 mod types;
-#[cfg(any(feature = "v0_2", not(target_arch = "wasm32")))]
+#[cfg(feature = "v0_2")]
 pub mod v0_2;
 
 #[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]

@@ -45,24 +45,12 @@
 //! ```
 
 #[doc(hidden)]
-#[allow(unsafe_code, missing_docs, clippy::all)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit/0.2.0",
-        world: "plugin",
-        pub_export_macro: true,
-        export_macro_name: "__export_world_v0_2",
-        default_bindings_module: "::switchyard_sdk::v0_2::bindings",
-        ownership: Borrowing { duplicate_if_necessary: true },
-        additional_derives: [PartialEq],
-    });
-}
+pub use switchyard_sdk_wit_v0_2::bindings;
 
 pub use bindings::switchyard::plugin::types::{
     ChunkAction, ChunkChoice, ChunkOutput, Error, ErrorKind, Header, HeaderEdit, Hooks, Message,
-    Outcome, Params, PluginInfo, PostAction, PostOutput, PreAction, PreOutput, Rejection,
-    Request, RequestInfo, RequestKind, RequestParts, Response, StreamChunk, StreamEnd,
-    StreamEnded, Usage,
+    Outcome, Params, PluginInfo, PostAction, PostOutput, PreAction, PreOutput, Rejection, Request,
+    RequestInfo, RequestKind, RequestParts, Response, StreamChunk, StreamEnd, StreamEnded, Usage,
 };
 
 /// A Switchyard 0.2.0 plugin. Implement it and export the type with
@@ -112,97 +100,6 @@ pub trait Plugin: Sized + 'static {
             action: ChunkAction::Keep,
             state,
         })
-    }
-}
-
-impl PreOutput {
-    /// Go on with the request unchanged.
-    pub fn cont() -> Self {
-        PreAction::Continue.into()
-    }
-
-    /// Set header `name` on the request to the provider.
-    pub fn set_upstream_header(mut self, name: &str, value: &str) -> Self {
-        self.upstream_headers.push(HeaderEdit::Set(Header {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        }));
-        self
-    }
-
-    /// Do not send header `name` to the provider.
-    pub fn remove_upstream_header(mut self, name: &str) -> Self {
-        self.upstream_headers
-            .push(HeaderEdit::Remove(name.to_owned()));
-        self
-    }
-
-    /// Add header `name` to the client's response.
-    pub fn response_header(mut self, name: &str, value: &str) -> Self {
-        self.response_headers.push(Header {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        });
-        self
-    }
-}
-
-impl From<PreAction> for PreOutput {
-    fn from(action: PreAction) -> Self {
-        PreOutput {
-            action,
-            upstream_headers: Vec::new(),
-            response_headers: Vec::new(),
-        }
-    }
-}
-
-impl PostOutput {
-    /// Leave the outcome as it is.
-    pub fn keep() -> Self {
-        PostAction::Keep.into()
-    }
-
-    /// Add header `name` to the client's response.
-    pub fn response_header(mut self, name: &str, value: &str) -> Self {
-        self.response_headers.push(Header {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        });
-        self
-    }
-}
-
-impl From<PostAction> for PostOutput {
-    fn from(action: PostAction) -> Self {
-        PostOutput {
-            action,
-            response_headers: Vec::new(),
-        }
-    }
-}
-
-impl StreamEnd {
-    /// `complete`, `upstream_error`, `plugin_error` or `client_gone`: a metric label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            StreamEnd::Complete => "complete",
-            StreamEnd::UpstreamError(_) => "upstream_error",
-            StreamEnd::PluginError(_) => "plugin_error",
-            StreamEnd::ClientGone => "client_gone",
-        }
-    }
-}
-
-impl ErrorKind {
-    /// `client`, `upstream`, `plugin` or `gateway`: a low-cardinality metric label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ErrorKind::Client => "client",
-            ErrorKind::Upstream => "upstream",
-            ErrorKind::Plugin => "plugin",
-            ErrorKind::Gateway => "gateway",
-        }
     }
 }
 

@@ -292,7 +292,7 @@ mod tests {
         }
     }
 
-    fn kind(k: ErrorKind) -> switchyard_sdk::ErrorKind {
+    fn kind_v1(k: ErrorKind) -> switchyard_sdk::ErrorKind {
         match k {
             ErrorKind::Client => switchyard_sdk::ErrorKind::Client,
             ErrorKind::Upstream => switchyard_sdk::ErrorKind::Upstream,
@@ -314,7 +314,7 @@ mod tests {
             (504, ErrorKind::Gateway, "gateway_error"),
         ];
         for (status, kind, want) in cases {
-            let o = Outcome::Error(error(testing::error("openai", "m", status, kind(kind))));
+            let o = Outcome::Error(error(testing::error("openai", "m", status, kind_v1(kind))));
             assert_eq!(outcome_label(&o), want, "{status} {kind:?}");
         }
     }
