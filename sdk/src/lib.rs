@@ -137,7 +137,6 @@ pub mod config;
 pub mod kv;
 pub mod log;
 pub mod metrics;
-#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub mod testing;
 #[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 mod types;

@@ -249,9 +249,9 @@ export_plugin_v0_2!(Metrics);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use switchyard_sdk::testing::{metric_count, metric_value};
+    use switchyard_sdk::testing::{self, metric_count, metric_value};
+    use switchyard_sdk::v0_2;
     use switchyard_sdk::v0_2::testing as t2;
-    use switchyard_sdk::{testing, v0_2};
 
     use super::*;
 
@@ -263,47 +263,32 @@ mod tests {
         }
     }
 
-    /// 0.1.0's test builders give 0.1.0 records; the fields are the same.
-    fn response(r: switchyard_sdk::Response) -> v0_2::Response {
+    fn response(provider: &str, model: &str, usage: Option<Usage>) -> v0_2::Response {
         v0_2::Response {
-            status: r.status,
-            provider: r.provider,
-            model: r.model,
-            choices: r.choices,
-            usage: r.usage.map(|u| usage(u.prompt_tokens, u.completion_tokens)),
-            upstream_latency_us: r.upstream_latency_us,
-            body_json: r.body_json,
+            status: 200,
+            provider: provider.into(),
+            model: model.into(),
+            choices: vec!["hi".into()],
+            usage,
+            upstream_latency_us: 0,
+            body_json: String::new(),
         }
     }
 
-    fn error(e: switchyard_sdk::Error) -> v0_2::Error {
+    fn error(provider: &str, model: &str, status: u16, kind: ErrorKind) -> v0_2::Error {
         v0_2::Error {
-            status: e.status,
-            kind: match e.kind {
-                switchyard_sdk::ErrorKind::Client => ErrorKind::Client,
-                switchyard_sdk::ErrorKind::Upstream => ErrorKind::Upstream,
-                switchyard_sdk::ErrorKind::Plugin => ErrorKind::Plugin,
-                switchyard_sdk::ErrorKind::Gateway => ErrorKind::Gateway,
-            },
-            message: e.message,
-            code: e.code,
-            provider: e.provider,
-            model: e.model,
-        }
-    }
-
-    fn kind_v1(k: ErrorKind) -> switchyard_sdk::ErrorKind {
-        match k {
-            ErrorKind::Client => switchyard_sdk::ErrorKind::Client,
-            ErrorKind::Upstream => switchyard_sdk::ErrorKind::Upstream,
-            ErrorKind::Plugin => switchyard_sdk::ErrorKind::Plugin,
-            ErrorKind::Gateway => switchyard_sdk::ErrorKind::Gateway,
+            status,
+            kind,
+            message: "failed".into(),
+            code: None,
+            provider: provider.into(),
+            model: model.into(),
         }
     }
 
     #[test]
     fn outcome_labels() {
-        let ok = Outcome::Response(response(testing::response("openai", "m", &["hi"], None)));
+        let ok = Outcome::Response(response("openai", "m", None));
         assert_eq!(outcome_label(&ok), "success");
         let cases = [
             (400, ErrorKind::Client, "client_error"),
@@ -314,7 +299,7 @@ mod tests {
             (504, ErrorKind::Gateway, "gateway_error"),
         ];
         for (status, kind, want) in cases {
-            let o = Outcome::Error(error(testing::error("openai", "m", status, kind_v1(kind))));
+            let o = Outcome::Error(error("openai", "m", status, kind));
             assert_eq!(outcome_label(&o), want, "{status} {kind:?}");
         }
     }
@@ -342,23 +327,13 @@ mod tests {
         assert_eq!(m.hooks(), Hooks::POST);
         testing::set_now_ms(Some(10_500));
         let req = t2::request("openai", "gpt-4o", &[("user", "hi")]);
-        let mut resp = response(testing::response(
-            "openai",
-            "gpt-4o",
-            &["hello"],
-            Some(testing_usage(7, 3)),
-        ));
+        let mut resp = response("openai", "gpt-4o", Some(usage(7, 3)));
         resp.upstream_latency_us = 250_000;
         let out = m
             .post_hook(t2::info(&req, 10_000), Outcome::Response(resp))
             .unwrap();
         assert_eq!(out, PostOutput::keep());
-        let err = error(testing::error(
-            "anthropic",
-            "claude",
-            502,
-            switchyard_sdk::ErrorKind::Upstream,
-        ));
+        let err = error("anthropic", "claude", 502, ErrorKind::Upstream);
         m.post_hook(t2::info(&req, 9_000), Outcome::Error(err))
             .unwrap();
 
@@ -384,14 +359,6 @@ mod tests {
             Some(1.5)
         );
         assert_eq!(metric_count("t1_upstream_latency_seconds", &bad[..2]), None);
-    }
-
-    fn testing_usage(p: u32, c: u32) -> switchyard_sdk::Usage {
-        switchyard_sdk::Usage {
-            prompt_tokens: p,
-            completion_tokens: c,
-            total_tokens: p + c,
-        }
     }
 
     #[test]
