@@ -67,6 +67,8 @@ pub struct GatewayError {
     pub plugin: Option<String>,
     /// Every target tried, when more than one was.
     pub attempts: Vec<AttemptSummary>,
+    /// Headers plugins added to the client's response (WIT 0.2.0).
+    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl GatewayError {
@@ -83,6 +85,7 @@ impl GatewayError {
             retryable: false,
             plugin: None,
             attempts: Vec::new(),
+            response_headers: Vec::new(),
         }
     }
 
@@ -223,6 +226,9 @@ impl IntoResponse for GatewayError {
         let mut resp = (self.status, axum::Json(self.to_json())).into_response();
         let headers = resp.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.fault.as_str()));
+        for (n, v) in &self.response_headers {
+            headers.append(n.clone(), v.clone());
+        }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(

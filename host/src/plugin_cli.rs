@@ -143,6 +143,14 @@ pub fn inspect(file: &Path, opts: &RunOptions) -> Result<(String, bool), String>
         i.hooks.join(", ")
     };
     let _ = writeln!(out, "hooks:     {hooks}");
+    if let Some(v) = i.loaded_as {
+        let reads = if i.reads.is_empty() {
+            "-".to_owned()
+        } else {
+            i.reads.join(", ")
+        };
+        let _ = writeln!(out, "reads:     {reads} (loaded as {v})");
+    }
     let _ = writeln!(out, "imports:");
     for n in &i.imports {
         let _ = writeln!(out, "  {n}");

@@ -1,5 +1,5 @@
 //! Plugins: the PreHook/PostHook chain around every provider call, run as WebAssembly
-//! components (WIT world `switchyard:plugin/plugin@0.1.0`, see `wit/plugin.wit`).
+//! components (WIT worlds `switchyard:plugin/plugin@0.2.0` and `@0.1.0`, see `wit/`).
 //!
 //! This module is the facade: nothing outside it names a wasmtime type. The proxy takes a
 //! [`Chain`] snapshot from the [`PluginHost`] when a request arrives and uses it for the whole
@@ -88,9 +88,10 @@ use arc_swap::ArcSwap;
 use http::StatusCode;
 
 use crate::config::{OnError, PluginEntry};
-use bindings::wit;
+use bindings::{wit, wit2, PreStep};
+use http::{HeaderName, HeaderValue};
 use metrics::{PluginMetrics, PluginMetricsCollector};
-use runtime::{CallError, LoadedPlugin, PluginSpec, Runtime};
+use runtime::{CallError, LoadedPlugin, PluginSpec, Runtime, WitVersion};
 
 /// Everything a reload needs; shared with the watcher task (which holds it weakly, so
 /// dropping the host stops the task).
@@ -617,6 +618,79 @@ const PRE: usize = 0;
 const POST: usize = 1;
 const CHUNK: usize = 2;
 
+/// The WIT requests built for the pre-hooks so far, per version (and, for 0.2.0, per
+/// read-set), so a chain builds each once and again only after a plugin changed the request.
+#[derive(Default)]
+struct SentRequest {
+    v1: Option<wit::Request>,
+    v2: Option<(bindings::Reads, wit2::Request)>,
+}
+
+impl SentRequest {
+    /// The body as JSON: from a request already built, else serialised now.
+    fn body(&self, req: &UnifiedRequest) -> String {
+        self.v1
+            .as_ref()
+            .map(|r| r.body_json.clone())
+            .or_else(|| {
+                self.v2
+                    .as_ref()
+                    .filter(|(reads, _)| reads.body_json)
+                    .map(|(_, r)| r.body_json.clone())
+            })
+            .unwrap_or_else(|| serde_json::to_string(&req.body).unwrap_or_default())
+    }
+
+    fn v1(&mut self, ctx: &HookContext, req: &UnifiedRequest) -> &wit::Request {
+        if self.v1.is_none() {
+            let body = self.body(req);
+            self.v1 = Some(bindings::v1::request_to_wit(
+                ctx,
+                req,
+                body,
+                bindings::Reads::ALL,
+            ));
+        }
+        self.v1.as_ref().expect("just built")
+    }
+
+    fn v2(
+        &mut self,
+        ctx: &HookContext,
+        req: &UnifiedRequest,
+        reads: bindings::Reads,
+    ) -> &wit2::Request {
+        if self.v2.as_ref().is_none_or(|(r, _)| *r != reads) {
+            // Only a plugin that reads the body pays for its JSON.
+            let body = if reads.body_json {
+                self.body(req)
+            } else {
+                String::new()
+            };
+            self.v2 = Some((reads, bindings::v2::request_to_wit(ctx, req, body, reads)));
+        }
+        &self.v2.as_ref().expect("just built").1
+    }
+}
+
+/// How a streamed response ended, for the 0.2.0 post-hooks' `stream-ended`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEnding {
+    Complete,
+    UpstreamError(String),
+    PluginError(String),
+    ClientGone,
+}
+
+/// The end of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamEnded {
+    pub end: StreamEnding,
+    pub status: u16,
+    pub usage: Option<crate::schema::Usage>,
+    pub chunks: u32,
+}
+
 /// Per-stream state of the chunk hooks (each plugin's opaque `state` bytes).
 #[derive(Default)]
 pub struct StreamHookState {
@@ -714,7 +788,8 @@ impl Chain {
     }
 
     /// Run the pre-hooks in order. Returns the decision and how many plugins ran (their
-    /// post-hooks run later, in reverse).
+    /// post-hooks run later, in reverse). Header changes of 0.2.0 plugins are left in
+    /// `req.ingress.plugin_headers`.
     pub fn pre_hooks(&self, ctx: &HookContext, req: &mut UnifiedRequest) -> (PreOutcome, usize) {
         if let Some(u) = self.unavailable.first() {
             return (PreOutcome::Reject(u.error()), 0);
@@ -722,56 +797,21 @@ impl Chain {
         if !self.any_pre {
             return (PreOutcome::Continue, self.plugins.len());
         }
-        // Built lazily, once, and again only after a plugin changed the request.
-        let mut sent: Option<wit::Request> = None;
+        let mut sent = SentRequest::default();
         for (i, p) in self.plugins.iter().enumerate() {
             if !p.hooks.contains(wit::Hooks::PRE) {
                 continue;
             }
-            let wreq = sent.get_or_insert_with(|| {
-                let body = serde_json::to_string(&req.body).unwrap_or_default();
-                bindings::request_to_wit(ctx, req, body)
-            });
             let span = crate::telemetry::hook_span("pre_hook", &p.entry.name);
-            let called =
-                span.in_scope(|| self.timed(i, PRE, |p| p.call(|b, s| b.call_pre_hook(s, wreq))));
-            crate::telemetry::hook_outcome(
-                &span,
-                match &called {
-                    Ok(Ok(wit::PreAction::Continue)) => "continue",
-                    Ok(Ok(wit::PreAction::ContinueWith(_))) => "continue_with",
-                    Ok(Ok(wit::PreAction::Respond(_))) => "respond",
-                    Ok(Ok(wit::PreAction::Reject(_))) => "reject",
-                    Ok(Err(_)) => "guest_error",
-                    Err(_) => "failed",
-                },
-            );
+            let (label, step) = span.in_scope(|| self.pre_step(i, ctx, req, &mut sent));
+            crate::telemetry::hook_outcome(&span, label);
             drop(span);
-            match called {
-                Ok(Ok(wit::PreAction::Continue)) => {}
-                Ok(Ok(wit::PreAction::ContinueWith(new))) => {
-                    match bindings::apply_request(req, wreq, new) {
-                        Ok(()) => sent = None,
-                        Err(msg) => {
-                            if let Some(err) = self.guest_error(p, &msg) {
-                                return (PreOutcome::Reject(err), i);
-                            }
-                        }
-                    }
-                }
-                Ok(Ok(wit::PreAction::Respond(r))) => {
-                    return (
-                        PreOutcome::Respond(bindings::response_from_wit(req, r, None)),
-                        i,
-                    )
-                }
-                Ok(Ok(wit::PreAction::Reject(r))) => {
-                    return (
-                        PreOutcome::Reject(bindings::rejection_to_error(&p.entry.name, r)),
-                        i,
-                    )
-                }
-                Ok(Err(msg)) => {
+            match step {
+                Ok(PreStep::Continue) => {}
+                Ok(PreStep::Changed) => sent = SentRequest::default(),
+                Ok(PreStep::Respond(r)) => return (PreOutcome::Respond(r), i),
+                Ok(PreStep::Reject(e)) => return (PreOutcome::Reject(e), i),
+                Ok(PreStep::GuestError(msg)) => {
                     if let Some(err) = self.guest_error(p, &msg) {
                         return (PreOutcome::Reject(err), i);
                     }
@@ -786,7 +826,60 @@ impl Chain {
         (PreOutcome::Continue, self.plugins.len())
     }
 
+    /// One plugin's pre-hook, in the WIT version it was built for.
+    fn pre_step(
+        &self,
+        i: usize,
+        ctx: &HookContext,
+        req: &mut UnifiedRequest,
+        sent: &mut SentRequest,
+    ) -> (&'static str, Result<PreStep, CallError>) {
+        let p = &self.plugins[i];
+        match p.wit_version {
+            WitVersion::V0_1 => {
+                let wreq = sent.v1(ctx, req);
+                match self.timed(i, PRE, |p| p.call1(|b, s| b.call_pre_hook(s, wreq))) {
+                    Ok(Ok(action)) => {
+                        let (label, step) =
+                            bindings::v1::pre_step(req, wreq, action, &p.entry.name);
+                        (label, Ok(step))
+                    }
+                    Ok(Err(msg)) => ("guest_error", Ok(PreStep::GuestError(msg))),
+                    Err(e) => ("failed", Err(e)),
+                }
+            }
+            WitVersion::V0_2 => {
+                let wreq = sent.v2(ctx, req, p.reads);
+                let out = match self.timed(i, PRE, |p| p.call2(|b, s| b.call_pre_hook(s, wreq))) {
+                    Ok(Ok(out)) => out,
+                    Ok(Err(msg)) => return ("guest_error", Ok(PreStep::GuestError(msg))),
+                    Err(e) => return ("failed", Err(e)),
+                };
+                // A refused header refuses the plugin's whole answer: half of it could be
+                // worse than none.
+                let headers = bindings::v2::header_edits(out.upstream_headers).and_then(|up| {
+                    bindings::v2::response_headers(out.response_headers).map(|resp| (up, resp))
+                });
+                let (upstream, response) = match headers {
+                    Ok(h) => h,
+                    Err(msg) => return ("guest_error", Ok(PreStep::GuestError(msg))),
+                };
+                let (label, step) = bindings::v2::pre_step(req, wreq, out.action, &p.entry.name);
+                if matches!(step, PreStep::GuestError(_)) {
+                    return (label, Ok(step));
+                }
+                let h = &mut req.ingress.plugin_headers;
+                if matches!(step, PreStep::Continue | PreStep::Changed) {
+                    h.upstream.extend(upstream);
+                }
+                h.response.extend(response);
+                (label, Ok(step))
+            }
+        }
+    }
+
     /// Run the post-hooks of the first `ran` plugins in reverse order over `outcome`.
+    /// Returns the response headers 0.2.0 plugins added.
     pub fn post_hooks(
         &self,
         ctx: &HookContext,
@@ -794,67 +887,139 @@ impl Chain {
         ran: usize,
         upstream_latency: Duration,
         outcome: &mut Result<UnifiedResponse, GatewayError>,
-    ) {
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::new();
         let ran = ran.min(self.plugins.len());
         let plugins = &self.plugins[..ran];
         if !plugins.iter().any(|p| p.hooks.contains(wit::Hooks::POST)) {
-            return;
+            return headers;
         }
-        let info = bindings::request_info(ctx, req);
         let latency_us = upstream_latency.as_micros() as u64;
-        let mut sent: Option<wit::Outcome> = None;
+        let (mut info1, mut info2) = (None, None);
+        let (mut sent1, mut sent2) = (None, None);
         for (i, p) in plugins.iter().enumerate().rev() {
             if !p.hooks.contains(wit::Hooks::POST) {
                 continue;
             }
-            let wout = sent.get_or_insert_with(|| match &*outcome {
-                Ok(r) => wit::Outcome::Response(bindings::response_to_wit(req, r, latency_us)),
-                Err(e) => wit::Outcome::Error(bindings::error_to_wit(req, e)),
-            });
+            let span = crate::telemetry::hook_span("post_hook", &p.entry.name);
+            let name = &p.entry.name;
+            // The decision applied, or the plugin's error, or the call's failure.
+            let (label, step): (&str, Result<Result<bool, String>, CallError>) = match p.wit_version
+            {
+                WitVersion::V0_1 => {
+                    let info = info1.get_or_insert_with(|| bindings::v1::request_info(ctx, req));
+                    let wout = sent1.get_or_insert_with(|| {
+                        bindings::v1::outcome_to_wit(req, outcome, latency_us)
+                    });
+                    let called = span.in_scope(|| {
+                        self.timed(i, POST, |p| p.call1(|b, s| b.call_post_hook(s, info, wout)))
+                    });
+                    match called {
+                        Ok(Ok(a)) => (
+                            bindings::v1::post_label(&a),
+                            Ok(bindings::v1::apply_post(req, outcome, wout, a, name)),
+                        ),
+                        Ok(Err(msg)) => ("guest_error", Ok(Err(msg))),
+                        Err(e) => ("failed", Err(e)),
+                    }
+                }
+                WitVersion::V0_2 => {
+                    let info = info2.get_or_insert_with(|| bindings::v2::request_info(ctx, req));
+                    let wout = sent2.get_or_insert_with(|| {
+                        bindings::v2::outcome_to_wit(req, outcome, latency_us)
+                    });
+                    let called = span.in_scope(|| {
+                        self.timed(i, POST, |p| p.call2(|b, s| b.call_post_hook(s, info, wout)))
+                    });
+                    match called {
+                        Ok(Ok(out)) => match bindings::v2::response_headers(out.response_headers) {
+                            Ok(h) => {
+                                let label = bindings::v2::post_label(&out.action);
+                                let applied =
+                                    bindings::v2::apply_post(req, outcome, wout, out.action, name);
+                                if applied.is_ok() {
+                                    headers.extend(h);
+                                }
+                                (label, Ok(applied))
+                            }
+                            Err(msg) => ("guest_error", Ok(Err(msg))),
+                        },
+                        Ok(Err(msg)) => ("guest_error", Ok(Err(msg))),
+                        Err(e) => ("failed", Err(e)),
+                    }
+                }
+            };
+            crate::telemetry::hook_outcome(&span, label);
+            drop(span);
+            let failed = match step {
+                Ok(Ok(false)) => None,
+                Ok(Ok(true)) => {
+                    (sent1, sent2) = (None, None);
+                    None
+                }
+                Ok(Err(msg)) => self.guest_error(p, &msg),
+                Err(e) => self.call_failed(p, &e),
+            };
+            if let Some(err) = failed {
+                *outcome = Err(err);
+                (sent1, sent2) = (None, None);
+            }
+        }
+        headers
+    }
+
+    /// Tell the 0.2.0 post-hooks of the first `ran` plugins, in reverse order, how a stream
+    /// ended. Called exactly once per stream (see the proxy's stream state); nothing can be
+    /// changed any more, so a failure is only counted and logged.
+    pub fn stream_ended(
+        &self,
+        ctx: &HookContext,
+        req: &UnifiedRequest,
+        ran: usize,
+        end: &StreamEnded,
+    ) {
+        let ran = ran.min(self.plugins.len());
+        if !self.wants_stream_end(ran) {
+            return;
+        }
+        let info = bindings::v2::request_info(ctx, req);
+        let out = bindings::v2::stream_ended(req, end);
+        for (i, p) in self.plugins[..ran].iter().enumerate().rev() {
+            if p.wit_version != WitVersion::V0_2 || !p.hooks.contains(wit::Hooks::POST) {
+                continue;
+            }
             let span = crate::telemetry::hook_span("post_hook", &p.entry.name);
             let called = span.in_scope(|| {
-                self.timed(i, POST, |p| p.call(|b, s| b.call_post_hook(s, &info, wout)))
+                self.timed(i, POST, |p| {
+                    p.call2(|b, s| b.call_post_hook(s, &info, &out))
+                })
             });
             crate::telemetry::hook_outcome(
                 &span,
                 match &called {
-                    Ok(Ok(wit::PostAction::Keep)) => "keep",
-                    Ok(Ok(wit::PostAction::Replace(_))) => "replace",
+                    Ok(Ok(_)) => "stream_ended",
                     Ok(Err(_)) => "guest_error",
                     Err(_) => "failed",
                 },
             );
             drop(span);
             match called {
-                Ok(Ok(wit::PostAction::Keep)) => {}
-                Ok(Ok(wit::PostAction::Replace(wit::Outcome::Response(r)))) => {
-                    let new = match (&*outcome, &*wout) {
-                        (Ok(orig), wit::Outcome::Response(before)) => {
-                            bindings::response_from_wit(req, r, Some((before, orig)))
-                        }
-                        _ => bindings::response_from_wit(req, r, None),
-                    };
-                    *outcome = Ok(new);
-                    sent = None;
-                }
-                Ok(Ok(wit::PostAction::Replace(wit::Outcome::Error(e)))) => {
-                    *outcome = Err(bindings::error_from_wit(&p.entry.name, e));
-                    sent = None;
-                }
+                Ok(Ok(_)) => {}
                 Ok(Err(msg)) => {
-                    if let Some(err) = self.guest_error(p, &msg) {
-                        *outcome = Err(err);
-                        sent = None;
-                    }
+                    self.guest_error(p, &msg);
                 }
                 Err(e) => {
-                    if let Some(err) = self.call_failed(p, &e) {
-                        *outcome = Err(err);
-                        sent = None;
-                    }
+                    self.call_failed(p, &e);
                 }
             }
         }
+    }
+
+    /// Whether any of the first `ran` plugins wants to see how a stream ended.
+    pub fn wants_stream_end(&self, ran: usize) -> bool {
+        self.plugins[..ran.min(self.plugins.len())]
+            .iter()
+            .any(|p| p.wit_version == WitVersion::V0_2 && p.hooks.contains(wit::Hooks::POST))
     }
 
     /// Run the chunk hooks of the first `ran` plugins, in reverse order, over one chunk.
@@ -880,26 +1045,47 @@ impl Chain {
         }
         let seq = state.sequence;
         state.sequence = state.sequence.wrapping_add(1);
-        let info = bindings::request_info(ctx, req);
-        let mut sent: Option<wit::StreamChunk> = None;
+        let (mut info1, mut info2) = (None, None);
+        let (mut sent1, mut sent2) = (None, None);
         for (i, p) in self.plugins[..ran].iter().enumerate().rev() {
             if !p.hooks.contains(wit::Hooks::CHUNK) {
                 continue;
             }
-            let wchunk = sent.get_or_insert_with(|| bindings::chunk_to_wit(chunk, seq, last));
             let st = &state.states[i];
-            match self.timed(i, CHUNK, |p| {
-                p.call(|b, s| b.call_on_chunk(s, &info, wchunk, st))
-            }) {
-                Ok(Ok(out)) => {
-                    state.states[i] = out.state;
-                    if let wit::ChunkAction::Replace(new) = out.action {
-                        match bindings::apply_chunk(chunk, req.kind, wchunk, new) {
-                            Ok(()) => sent = None,
-                            Err(msg) => {
-                                if let Some(err) = self.guest_error(p, &msg) {
-                                    return Err(err);
-                                }
+            let kind = req.kind;
+            let called = match p.wit_version {
+                WitVersion::V0_1 => {
+                    let info = info1.get_or_insert_with(|| bindings::v1::request_info(ctx, req));
+                    let wchunk =
+                        sent1.get_or_insert_with(|| bindings::v1::chunk_to_wit(chunk, seq, last));
+                    self.timed(i, CHUNK, |p| {
+                        p.call1(|b, s| b.call_on_chunk(s, info, wchunk, st))
+                    })
+                    .map(|r| {
+                        r.map(|out| bindings::v1::apply_chunk_output(chunk, kind, wchunk, out))
+                    })
+                }
+                WitVersion::V0_2 => {
+                    let info = info2.get_or_insert_with(|| bindings::v2::request_info(ctx, req));
+                    let wchunk =
+                        sent2.get_or_insert_with(|| bindings::v2::chunk_to_wit(chunk, seq, last));
+                    self.timed(i, CHUNK, |p| {
+                        p.call2(|b, s| b.call_on_chunk(s, info, wchunk, st))
+                    })
+                    .map(|r| {
+                        r.map(|out| bindings::v2::apply_chunk_output(chunk, kind, wchunk, out))
+                    })
+                }
+            };
+            match called {
+                Ok(Ok((new_state, applied))) => {
+                    state.states[i] = new_state;
+                    match applied {
+                        Ok(false) => {}
+                        Ok(true) => (sent1, sent2) = (None, None),
+                        Err(msg) => {
+                            if let Some(err) = self.guest_error(p, &msg) {
+                                return Err(err);
                             }
                         }
                     }

@@ -24,7 +24,9 @@ use crate::access::{Access, Caller, Clock};
 use crate::config::Config;
 use crate::error::{AttemptSummary, Fault, GatewayError};
 use crate::metrics::{Metrics, ModelMetrics, ProviderMetrics, StreamEnd};
-use crate::plugins::{Chain, HookContext, KvStore, PluginHost, PreOutcome, StreamHookState};
+use crate::plugins::{
+    Chain, HookContext, KvStore, PluginHost, PreOutcome, StreamEnded, StreamEnding, StreamHookState,
+};
 use crate::schema::{
     Dialect, RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse, Usage,
 };
@@ -127,6 +129,8 @@ pub struct ServedBy {
     pub request_id: Arc<str>,
     pub latency: Duration,
     pub upstream_latency: Duration,
+    /// Headers plugins added to the client's response (WIT 0.2.0).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl ServedBy {
@@ -393,11 +397,18 @@ async fn run_target(
     let upstream = served.as_ref().map(|s| s.upstream).unwrap_or_default();
     ctx.upstream += upstream;
     // post-hooks
+    let mut headers = std::mem::take(&mut req.ingress.plugin_headers.response);
     if ran > 0 {
-        chain.post_hooks(&ctx.hook, &req, ran, upstream, &mut outcome);
+        headers.extend(chain.post_hooks(&ctx.hook, &req, ran, upstream, &mut outcome));
     }
     // respond
-    let response = outcome?;
+    let response = match outcome {
+        Ok(r) => r,
+        Err(mut e) => {
+            e.response_headers = headers;
+            return Err(e);
+        }
+    };
     let served = served.unwrap_or_default();
     if served.attempts > 0 {
         // The provider answered for this model: it may have a metric label of its own.
@@ -415,10 +426,9 @@ async fn run_target(
     let mut finish = Finish::new(gw, ctx, &req.target);
     finish.status = response.status;
     finish.success(response.usage);
-    Ok(Outcome::Response {
-        response,
-        served: served_by(ctx, req.target, served),
-    })
+    let mut served = served_by(ctx, req.target, served);
+    served.headers = headers;
+    Ok(Outcome::Response { response, served })
 }
 
 fn served_by(ctx: &RequestCtx, target: Target, served: Served) -> ServedBy {
@@ -430,6 +440,7 @@ fn served_by(ctx: &RequestCtx, target: Target, served: Served) -> ServedBy {
         request_id: ctx.hook.request_id.clone(),
         latency: ctx.received.elapsed(),
         upstream_latency: served.upstream,
+        headers: Vec::new(),
     }
 }
 
@@ -586,7 +597,7 @@ fn respond_stream(
     gw: &Gateway,
     chain: Arc<Chain>,
     ctx: &RequestCtx,
-    req: UnifiedRequest,
+    mut req: UnifiedRequest,
     ran: usize,
     upstream: ChunkStream,
     served: Served,
@@ -602,7 +613,9 @@ fn respond_stream(
         .request_duration
         .observe(ctx.received.elapsed().as_secs_f64());
     let hooks_on = ran > 0 && chain.wants_chunks(ran);
-    let served = served_by(ctx, req.target.clone(), served);
+    let end_hooks = ran > 0 && chain.wants_stream_end(ran);
+    let mut served = served_by(ctx, req.target.clone(), served);
+    served.headers = std::mem::take(&mut req.ingress.plugin_headers.response);
     let st = StreamState {
         upstream,
         chain,
@@ -616,6 +629,8 @@ fn respond_stream(
         own: ctx.received.elapsed().saturating_sub(ctx.upstream),
         finish,
         over: false,
+        end_hooks,
+        chunks: 0,
     };
     Outcome::Stream {
         stream: Box::pin(futures_util::stream::unfold(st, |mut st| async move {
@@ -641,6 +656,17 @@ struct StreamState {
     own: Duration,
     finish: Finish,
     over: bool,
+    /// Some plugin's post-hook wants `stream-ended`; cleared once it was told.
+    end_hooks: bool,
+    /// Chunks handed on to the client.
+    chunks: u32,
+}
+
+/// However the stream ends (the client dropping it included), the plugins hear of it once.
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.plugins_end(StreamEnding::ClientGone);
+    }
 }
 
 impl StreamState {
@@ -674,6 +700,7 @@ impl StreamState {
                         return Some(self.end(StreamEnd::PluginError, Some(e)));
                     }
                 }
+                self.chunks = self.chunks.saturating_add(1);
                 Some(StreamItem::Chunk(chunk))
             }
             Some(Err(e)) => {
@@ -698,6 +725,8 @@ impl StreamState {
                         self.own += started.elapsed();
                         match r {
                             Ok(()) if last.has_content() => {
+                                self.chunks = self.chunks.saturating_add(1);
+                                self.plugins_end(StreamEnding::Complete);
                                 self.finish
                                     .stream_ended(StreamEnd::Complete, self.usage, self.own);
                                 return Some(StreamItem::Chunk(last));
@@ -707,6 +736,7 @@ impl StreamState {
                         }
                     }
                 }
+                self.plugins_end(StreamEnding::Complete);
                 self.finish
                     .stream_ended(StreamEnd::Complete, self.usage, self.own);
                 None
@@ -714,8 +744,32 @@ impl StreamState {
         }
     }
 
+    /// The 0.2.0 post-hooks' `stream-ended`, at most once.
+    fn plugins_end(&mut self, end: StreamEnding) {
+        if !std::mem::take(&mut self.end_hooks) {
+            return;
+        }
+        let started = Instant::now();
+        let ended = StreamEnded {
+            end,
+            status: self.finish.status,
+            usage: self.usage,
+            chunks: self.chunks,
+        };
+        self.chain
+            .stream_ended(&self.hook, &self.req, self.ran, &ended);
+        self.own += started.elapsed();
+    }
+
     fn end(&mut self, end: StreamEnd, e: Option<GatewayError>) -> StreamItem {
         self.over = true;
+        let message = e.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        self.plugins_end(match end {
+            StreamEnd::PluginError => StreamEnding::PluginError(message),
+            StreamEnd::ClientGone => StreamEnding::ClientGone,
+            StreamEnd::Complete => StreamEnding::Complete,
+            StreamEnd::UpstreamError => StreamEnding::UpstreamError(message),
+        });
         self.finish.stream_ended(end, self.usage, self.own);
         StreamItem::Error(e.unwrap_or_else(|| {
             GatewayError::gateway(StatusCode::BAD_GATEWAY, "stream_failed", "stream failed")

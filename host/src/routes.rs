@@ -260,7 +260,21 @@ async fn dispatch_in(
 }
 
 /// An outcome in the client's dialect.
-fn render(dialect: Dialect, outcome: Outcome) -> Response {
+fn render(dialect: Dialect, mut outcome: Outcome) -> Response {
+    let extra = match &mut outcome {
+        Outcome::Response { served, .. } | Outcome::Stream { served, .. } => {
+            std::mem::take(&mut served.headers)
+        }
+        Outcome::Error(_) => Vec::new(),
+    };
+    let mut resp = render_outcome(dialect, outcome);
+    for (n, v) in extra {
+        resp.headers_mut().append(n, v);
+    }
+    resp
+}
+
+fn render_outcome(dialect: Dialect, outcome: Outcome) -> Response {
     match (dialect, outcome) {
         (Dialect::OpenAi, outcome) => render_openai(outcome),
         (d, Outcome::Error(e)) => dialect_error(d, e),

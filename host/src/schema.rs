@@ -75,6 +75,24 @@ pub struct Ingress {
     /// A plugin changed the request: the native body no longer says what it is, so the
     /// provider translates the unified body instead (top-level unmodelled fields still kept).
     pub edited: bool,
+    /// What plugins' pre-hooks asked for with headers (WIT 0.2.0), for this attempt.
+    pub plugin_headers: PluginHeaders,
+}
+
+/// A plugin's change to the headers of the request to the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderEdit {
+    Set(http::HeaderName, http::HeaderValue),
+    Remove(http::HeaderName),
+}
+
+/// Header changes plugins asked for, already checked against the reserved names.
+#[derive(Debug, Clone, Default)]
+pub struct PluginHeaders {
+    /// Applied, in order, to the request to the provider (before its credentials).
+    pub upstream: Vec<HeaderEdit>,
+    /// Added to the client's response.
+    pub response: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// A provider and a model on it.

@@ -207,6 +207,18 @@ impl ProviderRuntime {
         for (name, value) in &net.extra_headers {
             base.headers.insert(name.clone(), value.clone());
         }
+        // Plugins' edits come after the config's, and the credentials after both (a plugin
+        // cannot name a credential header: see `plugins::bindings`).
+        for edit in &req.ingress.plugin_headers.upstream {
+            match edit {
+                crate::schema::HeaderEdit::Set(n, v) => {
+                    base.headers.insert(n.clone(), v.clone());
+                }
+                crate::schema::HeaderEdit::Remove(n) => {
+                    base.headers.remove(n);
+                }
+            }
+        }
         crate::telemetry::inject(&mut base.headers);
         let timeout = net.request_timeout;
         let deadline = tokio::time::Instant::now() + timeout;

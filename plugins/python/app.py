@@ -15,13 +15,13 @@ Unknown keys are a config error, shown on the gateway's /health.
 Built by `cargo xtask` (xtask/src/python.rs) into plugins/target/python/word_guard.wasm,
 by hand from the repository root:
 
-    .venv/bin/componentize-py -d wit -w plugin componentize app \
+    .venv/bin/componentize-py -d wit/0.1.0 -w plugin componentize app \
         -p plugins/python -o plugins/target/python/word_guard.wasm
 
 componentize-py generates the `wit_world` bindings itself while building; for an editor
 or a type checker, generate them outside the source tree (they are not committed):
 
-    .venv/bin/componentize-py -d wit -w plugin bindings plugins/target/python/bindings
+    .venv/bin/componentize-py -d wit/0.1.0 -w plugin bindings plugins/target/python/bindings
 """
 
 import json

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::switchyard::plugin::clock as host;
+use crate::imports::clock as host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::fake::clock as host;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::switchyard::plugin::kv as host;
+use crate::imports::kv as host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::fake::kv as host;
 

@@ -1,7 +1,7 @@
 //! Write Switchyard gateway plugins in Rust.
 //!
-//! A plugin is a WebAssembly component for the `plugin` world of `wit/plugin.wit`
-//! (`switchyard:plugin@0.1.0`). The gateway calls it around every request to an LLM provider:
+//! A plugin is a WebAssembly component for the `plugin` world of `wit/0.1.0/plugin.wit`
+//! (`switchyard:plugin@0.1.0`, this page) or of `wit/0.2.0/plugin.wit` (see [`v0_2`]). The gateway calls it around every request to an LLM provider:
 //!
 //! ```text
 //! client -> pre_hook (configured order) -> provider -> post_hook (reverse order) -> client
@@ -97,11 +97,25 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// A component carries the world of every `generate!` linked into it, and the 0.1.0 and
+// 0.2.0 worlds both export `init`: so a wasm32 build has exactly one of them, chosen by
+// feature (`v0_1`, the default, or `v0_2` with default features off). Natively (unit tests)
+// 0.1.0 is always there, and 0.2.0 with `v0_2`.
+#[cfg(all(target_arch = "wasm32", feature = "v0_1", feature = "v0_2"))]
+compile_error!(
+    "switchyard-sdk: features `v0_1` and `v0_2` are exclusive on wasm32; a 0.2.0 plugin \
+     depends on switchyard-sdk with `default-features = false, features = [\"v0_2\"]` and is \
+     built in its own cargo invocation (feature unification)"
+);
+#[cfg(all(target_arch = "wasm32", not(feature = "v0_1"), not(feature = "v0_2")))]
+compile_error!("switchyard-sdk: enable feature `v0_1` (the default) or `v0_2`");
+
 #[doc(hidden)]
 #[allow(unsafe_code, missing_docs, clippy::all)]
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/0.1.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -111,6 +125,12 @@ pub mod bindings {
     });
 }
 
+/// The host imports (log, clock, kv, metrics) of the world this build is for.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
+use bindings::switchyard::plugin as imports;
+#[cfg(all(target_arch = "wasm32", not(feature = "v0_1")))]
+use v0_2::bindings::switchyard::plugin as imports;
+
 pub mod clock;
 #[cfg(feature = "json")]
 pub mod config;
@@ -118,10 +138,15 @@ pub mod kv;
 pub mod log;
 pub mod metrics;
 pub mod testing;
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 mod types;
+#[cfg(feature = "v0_2")]
+pub mod v0_2;
 
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub use types::*;
 
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 /// A Switchyard plugin. Implement it and export the type with [`export_plugin!`].
 ///
 /// Every hook has a default that leaves the request alone, so a plugin implements only the
@@ -228,6 +253,7 @@ macro_rules! export_plugin {
 }
 
 #[doc(hidden)]
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub mod __private {
     use std::cell::RefCell;
     use std::thread::LocalKey;

@@ -2,10 +2,10 @@
 //! [`trace!`](crate::trace), [`debug!`](crate::debug), [`info!`](crate::info),
 //! [`warn!`](crate::warn) and [`error!`](crate::error) macros take `format!` arguments.
 
-pub use crate::bindings::switchyard::plugin::log::Level;
+pub use crate::imports::log::Level;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::switchyard::plugin::log as host;
+use crate::imports::log as host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::fake::log as host;
 

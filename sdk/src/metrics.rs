@@ -6,10 +6,10 @@
 //! are given in the declared order; keep them low-cardinality (provider, model, outcome —
 //! not request ids or client keys).
 
-pub use crate::bindings::switchyard::plugin::metrics::{MetricId, MetricKind};
+pub use crate::imports::metrics::{MetricId, MetricKind};
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::switchyard::plugin::metrics as host;
+use crate::imports::metrics as host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::fake::metrics as host;
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::log::Level;
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 use crate::{
     ChunkChoice, Error, ErrorKind, Header, Message, Params, Request, RequestInfo, RequestKind,
     Response, StreamChunk, Usage,
@@ -52,6 +53,7 @@ pub fn metric_count(name: &str, labels: &[&str]) -> Option<u64> {
 
 /// A chat request to `provider`/`model` with `(role, text)` messages; `body-json` is the
 /// matching OpenAI body.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub fn request(provider: &str, model: &str, messages: &[(&str, &str)]) -> Request {
     let msgs: Vec<String> = messages
         .iter()
@@ -93,6 +95,7 @@ pub fn request(provider: &str, model: &str, messages: &[(&str, &str)]) -> Reques
 }
 
 /// The request-info the post and chunk hooks get for `req`, received at `received_at_ms`.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub fn info(req: &Request, received_at_ms: u64) -> RequestInfo {
     RequestInfo {
         id: req.id.clone(),
@@ -106,6 +109,7 @@ pub fn info(req: &Request, received_at_ms: u64) -> RequestInfo {
 }
 
 /// A 200 chat response with one choice per text.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub fn response(provider: &str, model: &str, choices: &[&str], usage: Option<Usage>) -> Response {
     let cs: Vec<String> = choices
         .iter()
@@ -133,6 +137,7 @@ pub fn response(provider: &str, model: &str, choices: &[&str], usage: Option<Usa
 }
 
 /// An error outcome.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub fn error(provider: &str, model: &str, status: u16, kind: ErrorKind) -> Error {
     Error {
         status,
@@ -145,6 +150,7 @@ pub fn error(provider: &str, model: &str, status: u16, kind: ErrorKind) -> Error
 }
 
 /// A stream chunk whose choice 0 adds `text`.
+#[cfg(any(feature = "v0_1", not(target_arch = "wasm32")))]
 pub fn chunk(sequence: u32, text: Option<&str>, last: bool) -> StreamChunk {
     StreamChunk {
         sequence,

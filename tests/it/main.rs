@@ -13,6 +13,7 @@ mod faults;
 mod observability;
 mod plugin_cli;
 mod plugin_platform;
+mod plugin_v2;
 mod plugins;
 mod python_sdk;
 mod reload;

@@ -74,6 +74,37 @@ fn command_line_flags_help_and_version() {
 }
 
 #[test]
+fn plugin_inspect_reports_a_v0_2_plugin_and_its_read_set() {
+    let Some(headers) = require_plugin("headers") else {
+        return;
+    };
+    let Some(mut c) = switchyard() else { return };
+    let (out, text) = run(c.args(["plugin", "inspect"]).arg(&headers));
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "wit:       switchyard:plugin@0.2.0",
+        "hooks:     pre, post",
+        "reads:     headers (loaded as 0.2.0)",
+        "loadable:  yes",
+    ] {
+        assert!(text.contains(needle), "inspect lacks {needle:?}:\n{text}");
+    }
+    assert!(!text.contains("@0.1.0"), "{text}");
+    // A 0.1.0 plugin reads everything.
+    let Some(redact) = require_plugin("redact") else {
+        return;
+    };
+    let (_, text) = run(switchyard()
+        .unwrap()
+        .args(["plugin", "inspect"])
+        .arg(&redact));
+    assert!(
+        text.contains("reads:     body-json, messages, metadata, headers (loaded as 0.1.0)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn plugin_inspect_reports_version_hooks_imports_and_loadability() {
     let Some(redact) = require_plugin("redact") else {
         return;

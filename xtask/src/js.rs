@@ -39,7 +39,7 @@ pub fn build_js_plugin() -> Result<PathBuf> {
         eprintln!("+ {SRC}/node_modules is up to date");
     }
     let newest = modified(&src.join("app.js"))
-        .max(modified(&root.join("wit/plugin.wit")))
+        .max(modified(&root.join("wit/0.1.0/plugin.wit")))
         .max(modified(&installed));
     if out.exists() && modified(&out) > newest {
         eprintln!("+ {OUT} is up to date");
@@ -52,7 +52,13 @@ pub fn build_js_plugin() -> Result<PathBuf> {
     run_cmd(
         Command::new(src.join("node_modules/.bin/componentize-js"))
             .current_dir(&src)
-            .args(["app.js", "--wit", "../../wit", "--world-name", "plugin"])
+            .args([
+                "app.js",
+                "--wit",
+                "../../wit/0.1.0",
+                "--world-name",
+                "plugin",
+            ])
             .args(["-d", "http", "-d", "fetch-event", "-o"])
             .arg(&tmp),
     )?;

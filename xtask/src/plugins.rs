@@ -5,8 +5,12 @@
 //! - `plugins/build/<name>.wasm`: the gateway's plugins (`metrics`, `rate-limit`, `redact`),
 //!   the directory `config.json` points the gateway at (and that it watches).
 //! - `plugins/target/fixtures/<name>.wasm`: the fault fixtures of the host's tests (`trap`,
-//!   `spin`, `hog`, `init-fail`, `other-world`, `tagger`, `tagger-b`, `e2e`). Not in
+//!   `spin`, `hog`, `init-fail`, `other-world`, `tagger`, `tagger-b`, `e2e`, `headers`). Not in
 //!   `plugins/build/`, where a watching gateway would list them.
+//!
+//! Packages built for WIT 0.2.0 ([`V0_2_PACKAGES`]) are built in a cargo invocation of their
+//! own: the SDK's `v0_1` and `v0_2` features exclude each other on wasm32, and cargo unifies
+//! features over the packages of one invocation.
 //!
 //! The wasm32 target comes from rustup when it can (`rustup target add`, with a timeout: the
 //! distribution server has been seen hanging), else from Debian's packages, whose std is
@@ -40,9 +44,12 @@ const PLUGINS: [(&str, &str); 3] = [
     ("rate_limit", "rate-limit"),
     ("redact", "redact"),
 ];
+/// Cargo packages built against `switchyard:plugin@0.2.0` (the rest use 0.1.0).
+const V0_2_PACKAGES: [&str; 2] = ["metrics", "headers"];
 /// (cargo library name, file name) of the test fixtures.
-const FIXTURES: [(&str, &str); 8] = [
+const FIXTURES: [(&str, &str); 9] = [
     ("e2e", "e2e"),
+    ("headers", "headers"),
     ("hog", "hog"),
     ("init_fail", "init-fail"),
     ("other_world", "other-world"),
@@ -81,13 +88,23 @@ fn fixtures_dir() -> PathBuf {
 pub fn build_plugins() -> Result<()> {
     let started = Instant::now();
     let toolchain = ensure_wasm_target()?;
-    let mut cmd = cargo(toolchain);
-    cmd.args(["build", "--release", "--target", TARGET, "--target-dir"])
-        .arg(target_dir());
-    if toolchain == Toolchain::Debian {
-        cmd.args(["-Z", "build-std=std,panic_abort"]);
+    // The 0.1.0 packages (the whole workspace but the 0.2.0 ones), then the 0.2.0 ones.
+    let mut v0_1 = vec!["--workspace".to_owned()];
+    v0_1.extend(V0_2_PACKAGES.iter().map(|p| format!("--exclude={p}")));
+    let v0_2: Vec<String> = V0_2_PACKAGES
+        .iter()
+        .map(|p| format!("--package={p}"))
+        .collect();
+    for packages in [v0_1, v0_2] {
+        let mut cmd = cargo(toolchain);
+        cmd.args(["build", "--release", "--target", TARGET, "--target-dir"])
+            .arg(target_dir())
+            .args(&packages);
+        if toolchain == Toolchain::Debian {
+            cmd.args(["-Z", "build-std=std,panic_abort"]);
+        }
+        run_cmd(&mut cmd)?;
     }
-    run_cmd(&mut cmd)?;
 
     let out = target_dir().join(TARGET).join("release");
     let build = plugins_dir().join("build");

@@ -83,7 +83,7 @@ pub fn build_python_plugin() -> Result<PathBuf> {
     let out_dir = root.join(PLUGIN_OUT);
     let out = out_dir.join(format!("{PLUGIN_NAME}.wasm"));
     let mut newest = newest_file(&src, "py")?;
-    newest = newest.max(newest_file(&root.join("wit"), "wit")?);
+    newest = newest.max(newest_file(&root.join("wit/0.1.0"), "wit")?);
     newest = newest.max(modified(&root.join(REQUIREMENTS))?);
     if out.exists() && modified(&out)? > newest {
         eprintln!(
@@ -104,7 +104,7 @@ pub fn build_python_plugin() -> Result<PathBuf> {
             .current_dir(&root)
             .args([
                 "-d",
-                "wit",
+                "wit/0.1.0",
                 "-w",
                 "plugin",
                 "componentize",

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// The WIT the projects build against, as this gateway ships it.
-const WIT: &str = include_str!("../../../wit/plugin.wit");
+const WIT: &str = include_str!("../../../wit/0.1.0/plugin.wit");
 /// The SDK beside the gateway's sources, for Rust projects (override with `--sdk`).
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
 

@@ -26,13 +26,17 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// The hooks `init` asked for (with the config given), when it loaded.
     pub hooks: Vec<&'static str>,
+    /// The version this gateway loads it as, when it loaded.
+    pub loaded_as: Option<&'static str>,
+    /// The request parts `init` said the plugin reads (all, for 0.1.0), when it loaded.
+    pub reads: Vec<&'static str>,
     /// Whether this gateway can load it, and why not.
     pub loadable: Result<(), String>,
     pub load_time: Duration,
 }
 
 /// The WIT versions this gateway loads.
-pub const SUPPORTED_WIT: &[&str] = &["0.1.0"];
+pub const SUPPORTED_WIT: &[&str] = &super::bindings::WIT_VERSIONS;
 
 fn hook_names(h: wit::Hooks) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -72,6 +76,8 @@ pub fn inspect(bytes: &[u8], entry: &PluginEntry) -> Inspection {
         imports: Vec::new(),
         exports: Vec::new(),
         hooks: Vec::new(),
+        loaded_as: None,
+        reads: Vec::new(),
         loadable: Ok(()),
         load_time: Duration::ZERO,
     };
@@ -106,7 +112,11 @@ pub fn inspect(bytes: &[u8], entry: &PluginEntry) -> Inspection {
         }
     }
     match Offline::load(bytes, entry.clone()) {
-        Ok(p) => out.hooks = hook_names(p.plugin.hooks),
+        Ok(p) => {
+            out.hooks = hook_names(p.plugin.hooks);
+            out.loaded_as = Some(p.plugin.wit_version.as_str());
+            out.reads = p.plugin.reads.names();
+        }
         Err(e) => out.loadable = Err(e),
     }
     out.load_time = started.elapsed();

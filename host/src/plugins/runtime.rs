@@ -18,7 +18,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{wit, Plugin, PluginPre};
+use super::bindings::{self, wit, Plugin, Plugin2, PluginPre, PluginPre2, Reads};
 use super::kv::ScopedKv;
 use super::metrics::PluginMetrics;
 use crate::config::PluginEntry;
@@ -248,6 +248,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
+        Plugin2::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
         let ticker = engine.clone();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -353,8 +355,35 @@ fn classify(e: wasmtime::Error) -> CallError {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: Plugin,
+    bindings: Bindings,
     uses: u64,
+}
+
+/// An instance's exports, in the WIT version its component was built for.
+pub enum Bindings {
+    V1(Plugin),
+    V2(Plugin2),
+}
+
+enum Pre {
+    V1(PluginPre<HostState>),
+    V2(PluginPre2<HostState>),
+}
+
+/// The `switchyard:plugin` version a component was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitVersion {
+    V0_1,
+    V0_2,
+}
+
+impl WitVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
 }
 
 /// What a plugin needs from the host besides its bytes.
@@ -373,10 +402,13 @@ pub struct LoadedPlugin {
     /// Full SHA-256 of the component bytes.
     pub hash: [u8; 32],
     pub hooks: wit::Hooks,
+    /// The request parts it reads (all, for 0.1.0).
+    pub reads: Reads,
+    pub wit_version: WitVersion,
     pub loaded_at_ms: u64,
     spec: PluginSpec,
     rt: Arc<Runtime>,
-    pre: PluginPre<HostState>,
+    pre: Pre,
     pool: Mutex<Vec<Instance>>,
 }
 
@@ -396,20 +428,34 @@ impl LoadedPlugin {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("link: {e:#}"))?;
-        let pre = PluginPre::new(ipre).map_err(|e| format!("not a switchyard plugin: {e:#}"))?;
+        // The newest version first; a component that matches neither names what 0.1.0
+        // lacks, the version most tools still build.
+        let pre = match PluginPre2::new(ipre.clone()) {
+            Ok(p) => Pre::V2(p),
+            Err(_) => Pre::V1(
+                PluginPre::new(ipre).map_err(|e| format!("not a switchyard plugin: {e:#}"))?,
+            ),
+        };
+        let wit_version = match pre {
+            Pre::V1(_) => WitVersion::V0_1,
+            Pre::V2(_) => WitVersion::V0_2,
+        };
         let mut p = LoadedPlugin {
             name: spec.entry.name.as_str().into(),
             entry: spec.entry.clone(),
             hash,
             hooks: wit::Hooks::empty(),
+            reads: Reads::ALL,
+            wit_version,
             loaded_at_ms: super::bindings::now_ms(),
             spec,
             rt,
             pre,
             pool: Mutex::new(Vec::new()),
         };
-        let (first, hooks) = p.instantiate()?;
+        let (first, (hooks, reads)) = p.instantiate()?;
         p.hooks = hooks;
+        p.reads = reads;
         let mut pool = vec![first];
         for _ in 1..prewarm.clamp(1, PREWARM_CAP) {
             pool.push(p.instantiate()?.0);
@@ -419,7 +465,7 @@ impl LoadedPlugin {
     }
 
     /// A new instance with `init` called on it.
-    fn instantiate(&self) -> Result<(Instance, wit::Hooks), String> {
+    fn instantiate(&self) -> Result<(Instance, (wit::Hooks, Reads)), String> {
         let state = HostState {
             plugin: self.name.clone(),
             kv: self.spec.kv.clone(),
@@ -446,11 +492,28 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("instantiate: {e:#}"))?;
-        let hooks = match bindings.call_init(&mut store, &self.entry.config_json) {
+        let config = &self.entry.config_json;
+        let (bindings, init) = match &self.pre {
+            Pre::V1(pre) => {
+                let b = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| format!("instantiate: {e:#}"))?;
+                let init = b
+                    .call_init(&mut store, config)
+                    .map(|r| r.map(|h| (h, Reads::ALL)));
+                (Bindings::V1(b), init)
+            }
+            Pre::V2(pre) => {
+                let b = pre
+                    .instantiate(&mut store)
+                    .map_err(|e| format!("instantiate: {e:#}"))?;
+                let init = b
+                    .call_init(&mut store, config)
+                    .map(|r| r.map(|i| (bindings::v2::hooks(i.hooks), i.reads.into())));
+                (Bindings::V2(b), init)
+            }
+        };
+        let hooks = match init {
             Ok(Ok(h)) => h,
             Ok(Err(msg)) => return Err(format!("init: {msg}")),
             Err(e) => return Err(format!("init: {}", classify(e).reason())),
@@ -468,7 +531,7 @@ impl LoadedPlugin {
     /// Run `f` on a pooled (or new) instance under the plugin's deadline.
     pub fn call<R>(
         &self,
-        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut inst = match pooled {
@@ -492,6 +555,28 @@ impl LoadedPlugin {
             // The store is poisoned: drop the instance with it.
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// [`LoadedPlugin::call`] on a 0.1.0 plugin.
+    pub fn call1<R>(
+        &self,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call(|b, s| match b {
+            Bindings::V1(b) => f(b, s),
+            Bindings::V2(_) => Err(wasmtime::Error::msg("not a 0.1.0 instance")),
+        })
+    }
+
+    /// [`LoadedPlugin::call`] on a 0.2.0 plugin.
+    pub fn call2<R>(
+        &self,
+        f: impl FnOnce(&Plugin2, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call(|b, s| match b {
+            Bindings::V2(b) => f(b, s),
+            Bindings::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 instance")),
+        })
     }
 
     pub fn pooled(&self) -> usize {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::bindings::{self, wit};
+use super::bindings::{v1 as bindings, wit, Reads};
 use super::*;
 use crate::config::{OnError, PluginEntry, PluginsConfig};
 use crate::schema::{RequestKind, StreamChunk, Target, UnifiedRequest, UnifiedResponse};
@@ -57,7 +57,7 @@ fn request_round_trip_applies_only_changes() {
         "user": "u1"
     }));
     let body = serde_json::to_string(&req.body).unwrap();
-    let sent = bindings::request_to_wit(&ctx(), &req, body);
+    let sent = bindings::request_to_wit(&ctx(), &req, body, Reads::ALL);
     assert_eq!(sent.messages[1].text, "mail a@b.c\nnow");
     assert_eq!(sent.params.max_tokens, Some(10));
     assert_eq!(sent.params.user.as_deref(), Some("u1"));
@@ -84,7 +84,12 @@ fn request_round_trip_applies_only_changes() {
 #[test]
 fn body_json_edit_is_reparsed_first() {
     let mut req = chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
-    let sent = bindings::request_to_wit(&ctx(), &req, serde_json::to_string(&req.body).unwrap());
+    let sent = bindings::request_to_wit(
+        &ctx(),
+        &req,
+        serde_json::to_string(&req.body).unwrap(),
+        Reads::ALL,
+    );
     let mut new = sent.clone();
     new.body_json =
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "seed": 7})
@@ -100,7 +105,7 @@ fn body_json_edit_is_reparsed_first() {
 fn completion_and_embedding_messages() {
     let mut req = chat(json!({"prompt": "hello", "input": ["a", "b"]}));
     req.kind = RequestKind::Completion;
-    let w = bindings::request_to_wit(&ctx(), &req, String::new());
+    let w = bindings::request_to_wit(&ctx(), &req, String::new(), Reads::ALL);
     assert_eq!(w.messages.len(), 1);
     assert_eq!(w.messages[0].role, "user");
     let mut new = w.clone();
@@ -108,7 +113,7 @@ fn completion_and_embedding_messages() {
     bindings::apply_request(&mut req, &w, new).unwrap();
     assert_eq!(req.body["prompt"], "bye");
     req.kind = RequestKind::Embedding;
-    let w = bindings::request_to_wit(&ctx(), &req, String::new());
+    let w = bindings::request_to_wit(&ctx(), &req, String::new(), Reads::ALL);
     assert_eq!(
         w.messages
             .iter()
@@ -189,6 +194,84 @@ fn chunk_conversion() {
     new.choices[0].text = Some("[EMAIL]".into());
     bindings::apply_chunk(&mut chunk, RequestKind::Chat, &w, new).unwrap();
     assert_eq!(chunk.body["choices"][0]["delta"]["content"], "[EMAIL]");
+}
+
+#[test]
+fn v2_header_edits_refuse_credentials_and_framing() {
+    use super::bindings::{v2, wit2};
+    use crate::schema::HeaderEdit;
+    let set = |n: &str| {
+        wit2::HeaderEdit::Set(wit2::Header {
+            name: n.into(),
+            value: "v".into(),
+        })
+    };
+    let ok = v2::header_edits(vec![
+        set("X-Team"),
+        wit2::HeaderEdit::Remove("x-old".into()),
+    ])
+    .unwrap();
+    assert_eq!(
+        ok,
+        vec![
+            HeaderEdit::Set("x-team".parse().unwrap(), "v".parse().unwrap()),
+            HeaderEdit::Remove("x-old".parse().unwrap()),
+        ]
+    );
+    for bad in [
+        "authorization",
+        "Authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "anthropic-version",
+        "host",
+        "content-length",
+        "x-amz-date",
+        "bad name",
+    ] {
+        assert!(v2::header_edits(vec![set(bad)]).is_err(), "{bad} accepted");
+        let remove = wit2::HeaderEdit::Remove(bad.into());
+        assert!(
+            v2::header_edits(vec![remove]).is_err(),
+            "removing {bad} accepted"
+        );
+    }
+    let h = |n: &str, v: &str| wit2::Header {
+        name: n.into(),
+        value: v.into(),
+    };
+    assert!(v2::response_headers(vec![h("x-cache", "hit")]).is_ok());
+    assert!(v2::response_headers(vec![h("X-Switchyard-Error", "no")]).is_err());
+    assert!(v2::response_headers(vec![h("content-type", "text/plain")]).is_err());
+    assert!(v2::response_headers(vec![h("x-ok", "line\nbreak")]).is_err());
+}
+
+#[test]
+fn v2_request_leaves_out_unread_parts() {
+    use super::bindings::v2;
+    let req = chat(
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"team": "a"}}),
+    );
+    let none = Reads {
+        body_json: false,
+        messages: false,
+        metadata: false,
+        headers: false,
+    };
+    let w = v2::request_to_wit(&ctx(), &req, String::new(), none);
+    assert!(w.messages.is_empty() && w.metadata.is_empty() && w.headers.is_empty());
+    assert_eq!(w.body_json, "");
+    assert_eq!(w.model, "gpt-4o");
+    let all = v2::request_to_wit(&ctx(), &req, "{}".into(), Reads::ALL);
+    assert_eq!(all.messages.len(), 1);
+    assert_eq!(all.metadata, vec![("team".to_owned(), "a".to_owned())]);
+    assert_eq!(all.headers.len(), 1);
+    // A plugin that did not read the body and sends none back changes nothing.
+    let mut changed = req.clone();
+    v2::apply_request(&mut changed, &w, w.clone()).unwrap();
+    assert_eq!(changed.body, req.body);
 }
 
 #[test]

@@ -7,6 +7,12 @@
 //!   the request to the post-hook (or the last chunk of a stream).
 //! - `<prefix>upstream_latency_seconds{provider, model}`: time spent waiting for the provider.
 //! - `<prefix>prompt_tokens_total` / `<prefix>completion_tokens_total{provider, model}`.
+//! - `<prefix>streams_total{provider, model, end}`: every streamed response, by how it ended
+//!   (`complete`, `upstream_error`, `plugin_error`, `client_gone`).
+//!
+//! Built for `switchyard:plugin@0.2.0`: a stream is recorded once, from the post-hook's
+//! `stream-ended` (with the usage seen, and also when the client went away), so the plugin
+//! needs no call per chunk and reads no part of the request.
 //!
 //! Exported by the gateway as `switchyard_plugin_<name>{plugin="metrics", ...}`. Provider and
 //! model are the ones that answered (after fallbacks).
@@ -15,16 +21,15 @@
 //! ```json
 //! {"prefix": "llm_", "duration_buckets": [0.1, 0.5, 1, 5, 30], "streams": true}
 //! ```
-//! `streams: false` skips streamed responses, saving one call per chunk.
+//! `streams: false` skips streamed responses.
 
 use serde::Deserialize;
 use switchyard_sdk::metrics::{Counter, Histogram};
-use switchyard_sdk::{
-    clock, export_plugin, ChunkOutput, ErrorKind, Hooks, Outcome, Plugin, PostAction, RequestInfo,
-    StreamChunk, Usage,
+use switchyard_sdk::v0_2::{
+    ErrorKind, Hooks, Outcome, Plugin, PostOutput, RequestInfo, RequestParts, StreamEnd,
+    StreamEnded, Usage,
 };
-
-mod stream_state;
+use switchyard_sdk::{clock, export_plugin_v0_2};
 
 /// Buckets for whole-request durations: LLM calls take from 100 ms to minutes.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -38,7 +43,7 @@ struct Config {
     prefix: String,
     /// Upper bounds (seconds) of the duration and upstream-latency histograms.
     duration_buckets: Vec<f64>,
-    /// Record streamed responses through `on-chunk`.
+    /// Record streamed responses (when they end).
     streams: bool,
 }
 
@@ -59,14 +64,21 @@ struct Metrics {
     upstream: Histogram,
     prompt_tokens: Counter,
     completion_tokens: Counter,
+    streams_total: Counter,
 }
 
 /// The `outcome` label of a finished attempt.
 pub fn outcome_label(outcome: &Outcome) -> &'static str {
-    if outcome.status() == 429 {
+    if status(outcome) == 429 {
         return "rate_limited";
     }
     match outcome {
+        Outcome::StreamEnded(s) => match s.end {
+            StreamEnd::Complete => "success",
+            StreamEnd::UpstreamError(_) => "upstream_error",
+            StreamEnd::PluginError(_) => "plugin_error",
+            StreamEnd::ClientGone => "client_gone",
+        },
         Outcome::Response(r) if r.status < 400 => "success",
         Outcome::Response(r) if r.status < 500 => "client_error",
         // A plugin turned the response into a server error.
@@ -77,6 +89,22 @@ pub fn outcome_label(outcome: &Outcome) -> &'static str {
             ErrorKind::Plugin => "plugin_error",
             ErrorKind::Gateway => "gateway_error",
         },
+    }
+}
+
+fn status(o: &Outcome) -> u16 {
+    match o {
+        Outcome::Response(r) => r.status,
+        Outcome::Error(e) => e.status,
+        Outcome::StreamEnded(s) => s.status,
+    }
+}
+
+fn provider_model(o: &Outcome) -> (&str, &str) {
+    match o {
+        Outcome::Response(r) => (&r.provider, &r.model),
+        Outcome::Error(e) => (&e.provider, &e.model),
+        Outcome::StreamEnded(s) => (&s.provider, &s.model),
     }
 }
 
@@ -124,8 +152,26 @@ fn seconds_since(received_at_ms: u64) -> f64 {
     clock::since_ms(received_at_ms).as_secs_f64()
 }
 
+impl Metrics {
+    fn stream_ended(&self, info: &RequestInfo, s: &StreamEnded, label: &'static str) {
+        let (provider, model) = (s.provider.as_str(), s.model.as_str());
+        self.streams_total.inc(&[provider, model, s.end.as_str()]);
+        self.record(
+            provider,
+            model,
+            label,
+            s.status,
+            seconds_since(info.received_at_ms),
+        );
+        if let Some(u) = &s.usage {
+            self.tokens(provider, model, u);
+        }
+    }
+}
+
 impl Plugin for Metrics {
-    const HOOKS: Hooks = Hooks::POST.union(Hooks::CHUNK);
+    const HOOKS: Hooks = Hooks::POST;
+    const READS: RequestParts = RequestParts::empty();
 
     fn init(config: &str) -> Result<Self, String> {
         let c: Config = switchyard_sdk::config::parse(config)?;
@@ -161,25 +207,28 @@ impl Plugin for Metrics {
                 "Completion tokens reported by providers",
                 &["provider", "model"],
             )?,
+            streams_total: Counter::declare(
+                &format!("{p}streams_total"),
+                "Streamed responses by provider, model and how they ended",
+                &["provider", "model", "end"],
+            )?,
         })
     }
 
-    fn hooks(&self) -> Hooks {
-        if self.streams {
-            Hooks::POST | Hooks::CHUNK
-        } else {
-            Hooks::POST
-        }
-    }
-
-    fn post_hook(&self, info: RequestInfo, outcome: Outcome) -> Result<PostAction, String> {
-        let (provider, model) = (outcome.provider(), outcome.model());
+    fn post_hook(&self, info: RequestInfo, outcome: Outcome) -> Result<PostOutput, String> {
         let label = outcome_label(&outcome);
+        if let Outcome::StreamEnded(s) = &outcome {
+            if self.streams {
+                self.stream_ended(&info, s, label);
+            }
+            return Ok(PostOutput::keep());
+        }
+        let (provider, model) = provider_model(&outcome);
         self.record(
             provider,
             model,
             label,
-            outcome.status(),
+            status(&outcome),
             seconds_since(info.received_at_ms),
         );
         if let Outcome::Response(r) = &outcome {
@@ -191,45 +240,18 @@ impl Plugin for Metrics {
                 self.tokens(provider, model, u);
             }
         }
-        Ok(PostAction::Keep)
-    }
-
-    fn on_chunk(
-        &self,
-        info: RequestInfo,
-        chunk: StreamChunk,
-        state: Vec<u8>,
-    ) -> Result<ChunkOutput, String> {
-        // Providers differ in which chunk carries usage (the last, or every one, cumulative):
-        // keep the latest and record it once, when the stream ends.
-        let mut usage = stream_state::decode(&state);
-        if chunk.usage.is_some() {
-            usage = chunk.usage;
-        }
-        if !chunk.last {
-            return Ok(ChunkOutput::keep(stream_state::encode(usage.as_ref())));
-        }
-        let (provider, model) = (info.provider.as_str(), info.model.as_str());
-        self.record(
-            provider,
-            model,
-            "success",
-            200,
-            seconds_since(info.received_at_ms),
-        );
-        if let Some(u) = &usage {
-            self.tokens(provider, model, u);
-        }
-        Ok(ChunkOutput::keep(Vec::new()))
+        Ok(PostOutput::keep())
     }
 }
 
-export_plugin!(Metrics);
+export_plugin_v0_2!(Metrics);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use switchyard_sdk::testing::{self, metric_count, metric_value};
+    use switchyard_sdk::v0_2;
+    use switchyard_sdk::v0_2::testing as t2;
 
     use super::*;
 
@@ -241,9 +263,32 @@ mod tests {
         }
     }
 
+    fn response(provider: &str, model: &str, usage: Option<Usage>) -> v0_2::Response {
+        v0_2::Response {
+            status: 200,
+            provider: provider.into(),
+            model: model.into(),
+            choices: vec!["hi".into()],
+            usage,
+            upstream_latency_us: 0,
+            body_json: String::new(),
+        }
+    }
+
+    fn error(provider: &str, model: &str, status: u16, kind: ErrorKind) -> v0_2::Error {
+        v0_2::Error {
+            status,
+            kind,
+            message: "failed".into(),
+            code: None,
+            provider: provider.into(),
+            model: model.into(),
+        }
+    }
+
     #[test]
     fn outcome_labels() {
-        let ok = Outcome::Response(testing::response("openai", "m", &["hi"], None));
+        let ok = Outcome::Response(response("openai", "m", None));
         assert_eq!(outcome_label(&ok), "success");
         let cases = [
             (400, ErrorKind::Client, "client_error"),
@@ -254,7 +299,7 @@ mod tests {
             (504, ErrorKind::Gateway, "gateway_error"),
         ];
         for (status, kind, want) in cases {
-            let o = Outcome::Error(testing::error("openai", "m", status, kind));
+            let o = Outcome::Error(error("openai", "m", status, kind));
             assert_eq!(outcome_label(&o), want, "{status} {kind:?}");
         }
     }
@@ -273,22 +318,23 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
         let p = Metrics::init(r#"{"streams": false}"#).unwrap();
         assert_eq!(p.hooks(), Hooks::POST);
+        assert_eq!(p.reads(), RequestParts::empty());
     }
 
     #[test]
     fn post_hook_records_response_and_error() {
         let m = Metrics::init(r#"{"prefix": "t1_"}"#).unwrap();
-        assert_eq!(m.hooks(), Hooks::POST | Hooks::CHUNK);
+        assert_eq!(m.hooks(), Hooks::POST);
         testing::set_now_ms(Some(10_500));
-        let req = testing::request("openai", "gpt-4o", &[("user", "hi")]);
-        let mut resp = testing::response("openai", "gpt-4o", &["hello"], Some(usage(7, 3)));
+        let req = t2::request("openai", "gpt-4o", &[("user", "hi")]);
+        let mut resp = response("openai", "gpt-4o", Some(usage(7, 3)));
         resp.upstream_latency_us = 250_000;
         let out = m
-            .post_hook(testing::info(&req, 10_000), Outcome::Response(resp))
+            .post_hook(t2::info(&req, 10_000), Outcome::Response(resp))
             .unwrap();
-        assert_eq!(out, PostAction::Keep);
-        let err = testing::error("anthropic", "claude", 502, ErrorKind::Upstream);
-        m.post_hook(testing::info(&req, 9_000), Outcome::Error(err))
+        assert_eq!(out, PostOutput::keep());
+        let err = error("anthropic", "claude", 502, ErrorKind::Upstream);
+        m.post_hook(t2::info(&req, 9_000), Outcome::Error(err))
             .unwrap();
 
         let ok = ["openai", "gpt-4o", "success", "200"];
@@ -316,35 +362,35 @@ mod tests {
     }
 
     #[test]
-    fn streams_record_once_at_the_end() {
+    fn streams_record_once_when_they_end() {
         let m = Metrics::init(r#"{"prefix": "t2_"}"#).unwrap();
         testing::set_now_ms(Some(2_000));
-        let req = testing::request("groq", "llama", &[("user", "hi")]);
-        let info = testing::info(&req, 1_000);
-        let mut state = Vec::new();
-        for (i, u) in [None, Some(usage(5, 1)), Some(usage(5, 2))]
-            .into_iter()
-            .enumerate()
-        {
-            let mut c = testing::chunk(i as u32, Some("x"), false);
-            c.usage = u;
-            let out = m.on_chunk(info.clone(), c, state).unwrap();
-            assert!(matches!(out.action, switchyard_sdk::ChunkAction::Keep));
-            state = out.state;
-        }
-        let labels = ["groq", "llama", "success", "200"];
-        assert_eq!(metric_value("t2_requests_total", &labels), None);
-        let out = m
-            .on_chunk(info, testing::chunk(3, Some(""), true), state)
+        let req = t2::request("groq", "llama", &[("user", "hi")]);
+        let mut done = t2::stream_ended("groq", "llama", StreamEnd::Complete, 3);
+        done.usage = Some(usage(5, 2));
+        m.post_hook(t2::info(&req, 1_000), Outcome::StreamEnded(done))
             .unwrap();
-        assert!(out.state.is_empty());
+        let gone = t2::stream_ended("groq", "llama", StreamEnd::ClientGone, 1);
+        m.post_hook(t2::info(&req, 1_000), Outcome::StreamEnded(gone))
+            .unwrap();
+        let labels = ["groq", "llama", "success", "200"];
+        assert_eq!(metric_value("t2_requests_total", &labels), Some(1.0));
+        let labels = ["groq", "llama", "client_gone", "200"];
         assert_eq!(metric_value("t2_requests_total", &labels), Some(1.0));
         assert_eq!(
-            metric_value("t2_prompt_tokens_total", &labels[..2]),
+            metric_value("t2_streams_total", &["groq", "llama", "complete"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric_value("t2_streams_total", &["groq", "llama", "client_gone"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric_value("t2_prompt_tokens_total", &["groq", "llama"]),
             Some(5.0)
         );
         assert_eq!(
-            metric_value("t2_completion_tokens_total", &labels[..2]),
+            metric_value("t2_completion_tokens_total", &["groq", "llama"]),
             Some(2.0)
         );
     }
