@@ -15,6 +15,7 @@ mod plugin_cli;
 mod plugin_platform;
 mod plugins;
 mod python_sdk;
+mod redis_kv;
 mod reload;
 mod shutdown;
 mod streaming;
