@@ -459,7 +459,7 @@ mod tests {
         assert_ne!(k("a:b\0c"), k("a\0b:c"));
         assert_eq!(k("a:b\0c"), "sy:a%3Ab:c");
         // The gateway's own keys begin with NUL and keep it.
-        assert_eq!(k("\0vk\0team\0rpm\01"), "sy:\0vk\0team\0rpm\01");
+        assert_eq!(k("\0vk\0team\0rpm\0_1"), "sy:\0vk\0team\0rpm\0_1");
     }
 
     #[test]
