@@ -372,6 +372,8 @@ pub struct PluginsConfig {
     /// `kv.max_bytes_per_plugin` (default 16 MiB): size cap of one plugin's keys in the
     /// in-process store; least recently used keys are evicted past it.
     pub kv_max_bytes_per_plugin: usize,
+    /// `kv.backend` and its settings: where the plugins' (and virtual keys') counters live.
+    pub kv_backend: KvBackend,
     /// `compile_cache` (default `$XDG_CACHE_HOME/switchyard/wasmtime`, else
     /// `~/.cache/switchyard/wasmtime`, else `plugins.directory/.cache`; `false` = none):
     /// where wasmtime keeps compiled components across restarts.
@@ -387,13 +389,50 @@ impl Default for PluginsConfig {
             max_instances: 64,
             entries: Vec::new(),
             kv_max_bytes_per_plugin: DEFAULT_KV_MAX_BYTES_PER_PLUGIN,
+            kv_backend: KvBackend::Memory,
             compile_cache: None,
         }
     }
 }
 
+/// `plugins.kv.backend`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KvBackend {
+    /// `memory` (default): in-process, one gateway's own.
+    #[default]
+    Memory,
+    /// `redis`: shared by every gateway pointed at the same server and `key_prefix`.
+    Redis(RedisKvConfig),
+}
+
+impl KvBackend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KvBackend::Memory => "memory",
+            KvBackend::Redis(_) => "redis",
+        }
+    }
+}
+
+/// `plugins.kv` with `"backend": "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKvConfig {
+    /// `url`: `redis://[user:password@]host:port[/db]`, literal or `env.NAME`; a secret
+    /// (it may hold a password), never logged.
+    pub url: Secret,
+    /// `key_prefix` (default `switchyard:`): every key is `<prefix><plugin>:<key>`.
+    pub key_prefix: String,
+    /// `connect_timeout_ms` (default 1000): one connection attempt.
+    pub connect_timeout: Duration,
+    /// `command_timeout_ms` (default 100): one command; a plugin call's own deadline
+    /// shortens it further.
+    pub command_timeout: Duration,
+    /// `pool_size` (default 4, 1..=64): multiplexed connections, used in turn.
+    pub pool_size: usize,
+}
+
 /// One `plugins.entries[i]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginEntry {
     /// `name`: shown in logs, metrics (`plugin` label) and errors.
     pub name: String,

@@ -71,6 +71,8 @@ pub enum PluginStartError {
     Directory { path: String, reason: String },
     #[error("plugin runtime: {0}")]
     Runtime(String),
+    #[error("plugins.kv: {0}")]
+    Kv(String),
 }
 
 mod bindings;
@@ -80,7 +82,31 @@ pub mod offline;
 mod runtime;
 mod watcher;
 
-pub use kv::{KvStore, MemoryKv};
+pub use kv::{KvError, KvHealth, KvStore, MemoryKv, RedisKv, NO_DEADLINE};
+
+/// The store `plugins.kv` chooses: the in-process one capped by `max_bytes_per_plugin`
+/// (evictions counted in `evictions` when given), or Redis, its metrics on `registry`.
+pub fn kv_store(
+    cfg: &PluginsConfig,
+    registry: &prometheus::Registry,
+    evictions: Option<prometheus::IntCounterVec>,
+) -> Result<Arc<dyn KvStore>, PluginStartError> {
+    Ok(match &cfg.kv_backend {
+        crate::config::KvBackend::Memory => {
+            Arc::new(MemoryKv::with_limit(cfg.kv_max_bytes_per_plugin, evictions))
+        }
+        crate::config::KvBackend::Redis(r) => {
+            let kv = RedisKv::start(r, registry).map_err(PluginStartError::Kv)?;
+            tracing::info!(
+                key_prefix = %r.key_prefix,
+                pool_size = r.pool_size,
+                command_timeout_ms = r.command_timeout.as_millis() as u64,
+                "plugin kv store on redis"
+            );
+            Arc::new(kv)
+        }
+    })
+}
 
 use std::sync::{Mutex, Weak};
 
@@ -106,8 +132,10 @@ struct Shared {
 }
 
 struct Loader {
-    cfg: PluginsConfig,
-    prewarm: usize,
+    /// Replaced by [`PluginHost::reconfigure`] (a config reload); read once per reload.
+    cfg: ArcSwap<PluginsConfig>,
+    /// `client.initial_pool_size`: instances pre-warmed are this, capped by `max_instances`.
+    initial_pool_size: usize,
     rt: Arc<Runtime>,
     /// Compiled components by content hash; only versions the chain uses are kept.
     compiled: runtime::CompileCache,
@@ -121,13 +149,22 @@ struct Loader {
 /// Owns the loaded plugins and swaps the chain on reload.
 pub struct PluginHost {
     shared: Arc<Shared>,
+    /// The store the plugins (and the virtual keys' counters) use, for `/health`.
+    kv: Option<Arc<dyn KvStore>>,
     _watcher: Option<watcher::DirWatcher>,
 }
 
 impl PluginHost {
     /// A host with no plugins.
     pub fn disabled() -> Arc<PluginHost> {
+        Self::disabled_with(None)
+    }
+
+    /// A host with no plugins whose `/health` shows `kv` (the store the virtual keys count
+    /// in).
+    pub fn disabled_with(kv: Option<Arc<dyn KvStore>>) -> Arc<PluginHost> {
         Arc::new(PluginHost {
+            kv,
             shared: Arc::new(Shared {
                 chain: ArcSwap::from_pointee(Chain::default()),
                 loader: None,
@@ -166,8 +203,8 @@ impl PluginHost {
     /// Create the runtime and return at once; the plugins load in the background (Python
     /// and JavaScript components take seconds to compile). Until a plugin is ready it shows
     /// as `loading` on `/health`: a `fail_open` one is skipped, a `fail_closed` one makes
-    /// requests fail with 503. `kv` defaults to the in-process store capped by
-    /// `plugins.kv.max_bytes_per_plugin`.
+    /// requests fail with 503. `kv` defaults to the store `plugins.kv` chooses (see
+    /// [`kv_store`]); [`PluginHost::kv`] hands it out.
     pub async fn launch(
         cfg: &PluginsConfig,
         initial_pool_size: usize,
@@ -189,22 +226,20 @@ impl PluginHost {
         tracing::info!(pooling_allocator = rt.pooling, compile_cache = ?rt.cache_dir, "plugin runtime ready");
         let collector = PluginMetricsCollector::new();
         collector.register(registry);
-        let kv = kv.unwrap_or_else(|| {
-            Arc::new(MemoryKv::with_limit(
-                cfg.kv_max_bytes_per_plugin,
-                Some(collector.kv_evictions.clone()),
-            ))
-        });
+        let kv = match kv {
+            Some(kv) => kv,
+            None => kv_store(cfg, registry, Some(collector.kv_evictions.clone()))?,
+        };
         let (loading_chain, loading_health) = loading(cfg, &collector);
         let shared = Arc::new(Shared {
             chain: ArcSwap::from_pointee(loading_chain),
             loader: Some(Loader {
-                cfg: cfg.clone(),
-                prewarm: initial_pool_size.min(cfg.max_instances),
+                cfg: ArcSwap::from_pointee(cfg.clone()),
+                initial_pool_size,
                 rt,
                 compiled: runtime::CompileCache::default(),
                 collector,
-                kv,
+                kv: kv.clone(),
                 plugin_metrics: Mutex::new(Default::default()),
             }),
             health: Mutex::new(loading_health),
@@ -245,6 +280,7 @@ impl PluginHost {
         }
         Ok(Arc::new(PluginHost {
             shared,
+            kv: Some(kv),
             _watcher: dir_watcher,
         }))
     }
@@ -263,6 +299,48 @@ impl PluginHost {
     /// Reload everything from the directory now; returns once the new chain is in place.
     pub async fn reload_now(&self) {
         reload(&self.shared).await;
+    }
+
+    /// Apply the plugin entries of a reloaded config: per-plugin `config`, `on_error`,
+    /// `order`, `enabled`, limits, added and removed entries, `max_instances` and
+    /// `kv.max_bytes_per_plugin`. A plugin whose entry did not change keeps its instances;
+    /// a changed one is loaded anew beside the old (which serves until the new is ready, and
+    /// on if the new fails to load). Returns once the new chain serves. The directory,
+    /// watcher, compile cache and key-value backend stay as they started (a restart changes
+    /// them). False when this host runs no plugins at all (it started with no enabled
+    /// entry): then nothing changes until a restart.
+    pub async fn reconfigure(&self, cfg: &PluginsConfig) -> bool {
+        let Some(loader) = &self.shared.loader else {
+            return false;
+        };
+        let mut next = cfg.clone();
+        let old = loader.cfg.load_full();
+        next.directory = old.directory.clone();
+        next.watch = old.watch;
+        next.debounce = old.debounce;
+        next.compile_cache = old.compile_cache.clone();
+        next.kv_backend = old.kv_backend.clone();
+        loader
+            .kv
+            .set_max_bytes_per_plugin(next.kv_max_bytes_per_plugin);
+        loader.cfg.store(Arc::new(next));
+        reload(&self.shared).await;
+        true
+    }
+
+    /// Whether [`PluginHost::reconfigure`] can apply entries (the host runs plugins).
+    pub fn reconfigurable(&self) -> bool {
+        self.shared.loader.is_some()
+    }
+
+    /// The key-value store of this host, if it has one.
+    pub fn kv(&self) -> Option<Arc<dyn KvStore>> {
+        self.kv.clone()
+    }
+
+    /// The key-value backend's state, for `/health`.
+    pub fn kv_health(&self) -> Option<KvHealth> {
+        self.kv.as_ref().map(|kv| kv.health())
     }
 
     /// The chain to use for one request, start to finish.
@@ -391,10 +469,11 @@ impl Loader {
     /// not change.
     fn entry_slot(
         &self,
+        cfg: &PluginsConfig,
         entry: &PluginEntry,
         old: Option<Arc<LoadedPlugin>>,
     ) -> (Slot, PluginHealth) {
-        let dir = &self.cfg.directory;
+        let dir = &cfg.directory;
         let closed = |reason: &str, h: &mut PluginHealth| {
             if entry.on_error == OnError::FailClosed {
                 h.blocks_requests = true;
@@ -434,7 +513,11 @@ impl Loader {
             }
         };
         let hash = runtime::sha256(&bytes);
-        if let Some(o) = old.as_ref().filter(|o| o.hash == hash) {
+        // Same bytes and same settings: keep the serving instances. A changed entry (its
+        // config, deadline, on_error, ...) is loaded anew, since `init` saw the old one.
+        if let Some(o) = old.as_ref().filter(|o| {
+            o.hash == hash && o.entry == *entry && o.max_instances() == cfg.max_instances
+        }) {
             let mut h = health(entry, "ready");
             h.version = Some(version(o));
             h.loaded_at_ms = Some(o.loaded_at_ms);
@@ -444,10 +527,11 @@ impl Loader {
             entry: entry.clone(),
             kv: kv::ScopedKv::new(self.kv.clone(), &entry.name),
             metrics: self.metrics_for(&entry.name),
-            max_instances: self.cfg.max_instances,
+            max_instances: cfg.max_instances,
         };
         let started = std::time::Instant::now();
-        match LoadedPlugin::load(self.rt.clone(), &self.compiled, spec, &bytes, self.prewarm) {
+        let prewarm = self.initial_pool_size.min(cfg.max_instances);
+        match LoadedPlugin::load(self.rt.clone(), &self.compiled, spec, &bytes, prewarm) {
             Ok(p) => {
                 self.count_reload(&entry.name, true);
                 let p = Arc::new(p);
@@ -493,15 +577,16 @@ impl Loader {
         mut progress: impl FnMut(Chain, Vec<PluginHealth>),
     ) -> (Chain, Vec<PluginHealth>) {
         let first_load = before.iter().any(|h| h.state == "loading");
+        let cfg = self.cfg.load_full();
         let mut slots: Vec<(Slot, PluginHealth)> = Vec::new();
-        for (i, entry) in self.cfg.entries.iter().enumerate() {
+        for (i, entry) in cfg.entries.iter().enumerate() {
             let old = current
                 .plugins
                 .iter()
                 .find(|p| p.entry.name == entry.name)
                 .cloned();
-            slots.push(self.entry_slot(entry, old));
-            if first_load && i + 1 < self.cfg.entries.len() {
+            slots.push(self.entry_slot(&cfg, entry, old));
+            if first_load && i + 1 < cfg.entries.len() {
                 let mut plugins = Vec::new();
                 let mut unavailable = Vec::new();
                 let mut out = Vec::new();
@@ -512,7 +597,7 @@ impl Loader {
                     }
                     out.push(h.clone());
                 }
-                for rest in &self.cfg.entries[i + 1..] {
+                for rest in &cfg.entries[i + 1..] {
                     unavailable.extend(
                         current
                             .unavailable
@@ -545,12 +630,12 @@ impl Loader {
             out.push(h);
         }
         // Components nobody configured are listed, not loaded: a stray file must not run.
-        if let Ok(rd) = std::fs::read_dir(&self.cfg.directory) {
+        if let Ok(rd) = std::fs::read_dir(&cfg.directory) {
             let mut unlisted: Vec<String> = rd
                 .filter_map(|d| d.ok())
                 .map(|d| d.file_name().to_string_lossy().into_owned())
                 .filter(|f| f.ends_with(".wasm"))
-                .filter(|f| !self.cfg.entries.iter().any(|e| &e.file == f))
+                .filter(|f| !cfg.entries.iter().any(|e| &e.file == f))
                 .collect();
             unlisted.sort();
             for f in unlisted {

@@ -7,11 +7,14 @@
 //!
 //! What applies: providers (added, removed, changed), their keys, network settings,
 //! concurrency and buffer sizes, model aliases, virtual keys (their counts and budgets go
-//! on in the same store), and the client settings read per request. What needs a
-//! restart, and is said so in the reload's notes: `client.listen`, the connection time
-//! limits, `client.max_in_flight`, `client.admin_listen` / `admin_token`, `logging`,
-//! `telemetry`, `status_page` and the `plugins` section (the plugin host keeps its
-//! instances, key-value state and watcher).
+//! on in the same store), the client settings read per request, and the plugin entries
+//! (per-plugin `config`, `on_error`, `order`, `enabled`, limits, added and removed
+//! entries, `plugins.max_instances`, `plugins.kv.max_bytes_per_plugin`; see
+//! [`crate::plugins::PluginHost::reconfigure`]). What needs a restart, and is said so in
+//! the reload's notes: `client.listen`, the connection time limits, `client.max_in_flight`,
+//! `client.admin_listen` / `admin_token`, `logging`, `telemetry`, `status_page`, and of
+//! `plugins` the directory, watcher, compile cache and the key-value backend (`plugins.kv`
+//! other than `max_bytes_per_plugin`): the store keeps its state and connections.
 //!
 //! Triggers: SIGHUP, and a change to the config file (its directory is watched, so editors
 //! that replace the file by rename are seen), debounced.
@@ -162,7 +165,7 @@ impl Live {
         // Keep what cannot change without a restart, so that what the gateway reports is
         // what it does.
         keep_restart_only(&old.config.client, &mut config.client);
-        config.plugins = old.config.plugins.clone();
+        let plugins = std::mem::replace(&mut config.plugins, old.config.plugins.clone());
         config.logging = old.config.logging.clone();
         config.telemetry = old.config.telemetry.clone();
         config.status_page = old.config.status_page;
@@ -174,6 +177,18 @@ impl Live {
                 return Reloaded::Refused { problems };
             }
         };
+        // Plugins last: a config refused above must not have changed them.
+        if plugin_entries_differ(&old.config.plugins, &plugins) {
+            if old.plugins.reconfigure(&plugins).await {
+                config.plugins = plugins;
+                keep_plugins_restart_only(&old.config.plugins, &mut config.plugins);
+            } else {
+                notes.push(
+                    "plugins.entries: changed, applies at the next restart (the gateway started with no enabled plugin)"
+                        .to_owned(),
+                );
+            }
+        }
         let access = old.access.reconfigured(&config, &old.metrics);
         let mut next = Gateway::new(
             Arc::new(config),
@@ -237,6 +252,80 @@ fn keep_restart_only(from: &crate::config::ClientConfig, to: &mut crate::config:
     to.header_read_timeout = from.header_read_timeout;
     to.idle_timeout = from.idle_timeout;
     to.write_timeout = from.write_timeout;
+}
+
+/// Copy into `to` the plugin settings that only a restart changes: the directory and its
+/// watcher, the compile cache and the key-value backend.
+fn keep_plugins_restart_only(
+    from: &crate::config::PluginsConfig,
+    to: &mut crate::config::PluginsConfig,
+) {
+    to.directory = from.directory.clone();
+    to.watch = from.watch;
+    to.debounce = from.debounce;
+    to.compile_cache = from.compile_cache.clone();
+    to.kv_backend = from.kv_backend.clone();
+}
+
+/// Whether the parts of `plugins` a reload applies differ.
+fn plugin_entries_differ(
+    old: &crate::config::PluginsConfig,
+    new: &crate::config::PluginsConfig,
+) -> bool {
+    old.entries != new.entries
+        || old.max_instances != new.max_instances
+        || old.kv_max_bytes_per_plugin != new.kv_max_bytes_per_plugin
+}
+
+/// The notes for `plugins`: entries added, removed, changed or reordered, the limits that
+/// apply, and the settings that wait for a restart.
+fn plugin_differences(
+    old: &crate::config::PluginsConfig,
+    new: &crate::config::PluginsConfig,
+    notes: &mut Vec<String>,
+) {
+    let names = |c: &crate::config::PluginsConfig| -> Vec<String> {
+        c.entries.iter().map(|e| e.name.clone()).collect()
+    };
+    let (old_names, new_names) = (names(old), names(new));
+    for n in new_names.iter().filter(|n| !old_names.contains(n)) {
+        notes.push(format!("plugins.entries.{n}: added"));
+    }
+    for n in old_names.iter().filter(|n| !new_names.contains(n)) {
+        notes.push(format!("plugins.entries.{n}: removed"));
+    }
+    for e in &new.entries {
+        if old.entries.iter().any(|o| o.name == e.name && o != e) {
+            notes.push(format!("plugins.entries.{}: changed", e.name));
+        }
+    }
+    let kept: Vec<&String> = old_names.iter().filter(|n| new_names.contains(n)).collect();
+    let kept_new: Vec<&String> = new_names.iter().filter(|n| old_names.contains(n)).collect();
+    if kept != kept_new {
+        notes.push("plugins.entries: order changed".to_owned());
+    }
+    if old.max_instances != new.max_instances {
+        notes.push("plugins.max_instances: changed".to_owned());
+    }
+    if old.kv_max_bytes_per_plugin != new.kv_max_bytes_per_plugin {
+        notes.push("plugins.kv.max_bytes_per_plugin: changed".to_owned());
+    }
+    for (key, changed) in [
+        ("directory", old.directory != new.directory),
+        ("watch", old.watch != new.watch),
+        ("debounce_ms", old.debounce != new.debounce),
+        ("compile_cache", old.compile_cache != new.compile_cache),
+        ("kv", old.kv_backend != new.kv_backend),
+    ] {
+        if changed {
+            let what = if key == "kv" {
+                "plugins.kv: backend settings changed, apply at the next restart (the store keeps its state and connections)".to_owned()
+            } else {
+                format!("plugins.{key}: changed, applies at the next restart")
+            };
+            notes.push(what);
+        }
+    }
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -320,12 +409,7 @@ fn differences(old: &Config, new: &Config) -> Vec<String> {
             notes.push(format!("{key}: changed, applies at the next restart"));
         }
     }
-    if format!("{:?}", old.plugins) != format!("{:?}", new.plugins) {
-        notes.push(
-            "plugins: changed, applies at the next restart (hot reload of plugin files goes on)"
-                .to_owned(),
-        );
-    }
+    plugin_differences(&old.plugins, &new.plugins, &mut notes);
     let mut oc_rest = oc.clone();
     keep_restart_only(nc, &mut oc_rest);
     if format!("{oc_rest:?}") != format!("{nc:?}") {

@@ -554,10 +554,12 @@ async fn health(
         })
         .collect();
     let plugins = gw.plugins.health();
+    let kv = gw.plugins.kv_health();
     let degraded = providers.iter().any(|p| p["available"] == false)
         || plugins
             .iter()
             .any(|p| p.state != "ready" && p.state != "disabled")
+        || kv.as_ref().is_some_and(|k| !k.up)
         || live.refused_last();
     let status = if degraded { "degraded" } else { "ok" };
     if view.is_none() {
@@ -571,6 +573,7 @@ async fn health(
         },
         "providers": providers,
         "plugins": plugins,
+        "kv": kv,
         "config": live.health(),
     }))
 }

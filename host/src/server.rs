@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::access::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::plugins::{KvStore, MemoryKv, PluginHost};
+use crate::plugins::{KvStore, PluginHost};
 use crate::proxy::Gateway;
 use crate::reload::Live;
 use crate::routes::{build_live_router, Listener};
@@ -41,9 +41,10 @@ pub enum StartupError {
     },
 }
 
-/// Build the upstream side and load the plugins.
+/// Build the upstream side and load the plugins, with the key-value store `plugins.kv`
+/// chooses (capped by `max_bytes_per_plugin`, or Redis).
 pub async fn gateway(config: Config) -> Result<Gateway, StartupError> {
-    gateway_with(config, Arc::new(MemoryKv::new()), Arc::new(SystemClock)).await
+    build(config, None, Arc::new(SystemClock)).await
 }
 
 /// [`gateway`] with the key-value store that plugins and virtual-key limits share, and the
@@ -53,21 +54,37 @@ pub async fn gateway_with(
     kv: Arc<dyn KvStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Gateway, StartupError> {
+    build(config, Some(kv), clock).await
+}
+
+async fn build(
+    config: Config,
+    kv: Option<Arc<dyn KvStore>>,
+    clock: Arc<dyn Clock>,
+) -> Result<Gateway, StartupError> {
     let metrics = Arc::new(Metrics::new());
     crate::telemetry::register(&metrics.registry);
     let upstream = Upstream::new(&config, metrics.clone()).map_err(StartupError::Engine)?;
-    let plugins = if config.plugins.entries.iter().any(|e| e.enabled) {
+    let (plugins, kv) = if config.plugins.entries.iter().any(|e| e.enabled) {
         // Plugins load in the background (`loading` on /health): the listener is up in
         // well under a second even when a Python component takes seconds to compile.
-        PluginHost::launch(
+        let host = PluginHost::launch(
             &config.plugins,
             config.client.initial_pool_size,
             &metrics.registry,
-            Some(kv.clone()),
+            kv,
         )
-        .await?
+        .await?;
+        let kv = host.kv().ok_or_else(|| {
+            StartupError::Engine("plugin host started without a key-value store".into())
+        })?;
+        (host, kv)
     } else {
-        PluginHost::disabled()
+        let kv = match kv {
+            Some(kv) => kv,
+            None => crate::plugins::kv_store(&config.plugins, &metrics.registry, None)?,
+        };
+        (PluginHost::disabled_with(Some(kv.clone())), kv)
     };
     Ok(Gateway::new(Arc::new(config), upstream, plugins, metrics).with_access_store(kv, clock))
 }

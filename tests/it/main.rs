@@ -16,6 +16,7 @@ mod plugin_platform;
 mod plugin_v2;
 mod plugins;
 mod python_sdk;
+mod redis_kv;
 mod reload;
 mod shutdown;
 mod streaming;

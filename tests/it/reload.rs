@@ -183,3 +183,124 @@ async fn config_changes_apply_without_a_restart() {
     // The process is still the one started at the beginning.
     assert!(bin.child.try_wait().unwrap().is_none());
 }
+
+/// The rate-limit plugin's entry with `rule` (a name and a capacity) and `extra` fields.
+fn rate_limit_config(
+    mock: &MockUpstream,
+    dir: &switchyard_tests::TempDir,
+    rule: (&str, u32),
+    extra: Value,
+) -> Value {
+    let mut entry = json!({
+        "name": "rate-limit", "file": "rate-limit.wasm", "deadline_ms": 1000,
+        "config": {"rules": [
+            {"name": rule.0, "per": "client_key", "capacity": rule.1, "refill_per_second": 0.001}
+        ]}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        entry[k] = v.clone();
+    }
+    json!({
+        "client": {"initial_pool_size": 2},
+        "providers": {"openai": provider(mock, "sk-plugin-key-0001", 4)},
+        "plugins": {"directory": dir.path(), "watch": false, "entries": [entry]}
+    })
+}
+
+fn plugin<'a>(h: &'a Value, name: &str) -> &'a Value {
+    h["plugins"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no plugin {name}: {h}"))
+}
+
+fn has_note(h: &Value, note: &str) -> bool {
+    h["config"]["last_reload"]["notes"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n == note))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_entries_apply_without_a_restart() {
+    let Some(wasm) = switchyard_tests::require_plugin("rate-limit") else {
+        return;
+    };
+    let dir = switchyard_tests::TempDir::new("plugins");
+    dir.install(&wasm, "rate-limit.wasm");
+    let mock = MockUpstream::start().await;
+    let first = rate_limit_config(&mock, &dir, ("first", 2), json!({}));
+    let Some(bin) = Binary::start(first, &[], "info").await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let statuses = |n: usize| {
+        let client = client.clone();
+        let bin_url = bin.url("/v1/chat/completions");
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let r = client
+                    .post(&bin_url)
+                    .json(&json!({"model": "openai/gpt-4o", "messages": user("x")}))
+                    .send()
+                    .await
+                    .unwrap();
+                out.push(r.status().as_u16());
+            }
+            out
+        }
+    };
+    assert_eq!(statuses(3).await, [200, 200, 429]);
+
+    // Disabled by a reload: requests pass, the plugin shows as disabled.
+    rewrite(
+        &bin,
+        rate_limit_config(&mock, &dir, ("first", 2), json!({"enabled": false})),
+    );
+    let h = until(&client, &bin, |h| h["config"]["generation"] == 2).await;
+    assert!(has_note(&h, "plugins.entries.rate-limit: changed"), "{h}");
+    assert_eq!(plugin(&h, "rate-limit")["state"], "disabled", "{h}");
+    assert_eq!(statuses(3).await, [200, 200, 200]);
+
+    // Enabled again with another config and policy: init sees the new config (a new rule,
+    // capacity 1), /health the new policy.
+    rewrite(
+        &bin,
+        rate_limit_config(
+            &mock,
+            &dir,
+            ("second", 1),
+            json!({"on_error": "fail_closed", "order": 5}),
+        ),
+    );
+    let h = until(&client, &bin, |h| h["config"]["generation"] == 3).await;
+    let p = plugin(&h, "rate-limit");
+    assert_eq!(p["state"], "ready", "{h}");
+    assert_eq!(p["on_error"], "fail_closed", "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(statuses(2).await, [200, 429]);
+
+    // The key-value backend waits for a restart, and says so.
+    let mut cfg = rate_limit_config(
+        &mock,
+        &dir,
+        ("second", 1),
+        json!({"on_error": "fail_closed", "order": 5}),
+    );
+    cfg["plugins"]["kv"] = json!({"backend": "redis", "url": "redis://127.0.0.1:9"});
+    rewrite(&bin, cfg);
+    let h = until(&client, &bin, |h| h["config"]["generation"] == 4).await;
+    assert!(
+        has_note(
+            &h,
+            "plugins.kv: backend settings changed, apply at the next restart (the store keeps its state and connections)"
+        ),
+        "{h}"
+    );
+    assert_eq!(h["kv"]["backend"], "memory", "{h}");
+    assert_eq!(
+        statuses(1).await,
+        [429],
+        "the bucket lives on in the same store"
+    );
+}

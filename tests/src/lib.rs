@@ -8,6 +8,7 @@ pub mod eventstream;
 pub mod mock;
 pub mod otlp;
 pub mod proxy;
+pub mod redis;
 pub mod service_account;
 pub mod sigv4;
 pub mod token_server;

@@ -7,7 +7,8 @@ use anyhow::{bail, Result};
 
 use crate::tasks::run_cmd;
 
-fn on_path(name: &str) -> bool {
+/// Whether `name --version` runs and succeeds.
+pub(crate) fn on_path(name: &str) -> bool {
     Command::new(name)
         .arg("--version")
         .output()

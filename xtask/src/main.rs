@@ -6,6 +6,7 @@ mod js;
 mod peers;
 mod plugins;
 mod python;
+mod redis;
 mod tasks;
 
 use anyhow::{bail, Result};

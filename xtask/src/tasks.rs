@@ -53,6 +53,8 @@ pub fn test() -> Result<()> {
     crate::js::build_js_plugin()?;
     // The status-page test drives a real browser.
     crate::browser::ensure_chromium()?;
+    // The shared key-value tests start real Redis servers.
+    crate::redis::ensure_redis_server()?;
     crate::plugins::lint_plugins()?;
     run_cmd(cargo().args([
         "clippy",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::access::BudgetPeriod;
-use crate::plugins::KvStore;
+use crate::plugins::{KvError, KvStore, NO_DEADLINE};
 
 /// Wall-clock time as Unix milliseconds.
 pub trait Clock: Send + Sync {
@@ -70,6 +70,10 @@ pub struct Over {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError(pub String);
 
+fn store_error(e: KvError) -> StoreError {
+    StoreError(e.to_string())
+}
+
 /// What a window's two counters say at `now`.
 struct Window {
     /// The previous minute's count.
@@ -90,10 +94,17 @@ impl Counters {
         format!("\0vk\0{name}\0{what}\0{slot}")
     }
 
+    /// The count at `key`. A store that cannot answer counts as 0 (logged): a read only
+    /// estimates, while the increments that enforce a limit refuse the request instead.
     fn read(&self, key: &str) -> u64 {
-        self.kv
-            .get(key)
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok())
+        let v = match self.kv.get(key, NO_DEADLINE) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "virtual-key counter not read; counted as 0");
+                None
+            }
+        };
+        v.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok())
             .map_or(0, |n| n.max(0) as u64)
     }
 
@@ -112,11 +123,17 @@ impl Counters {
         let (minute, w) = self.window(name, "rpm", now);
         let key = Self::key(name, "rpm", minute);
         let ttl = Some(Duration::from_millis(3 * MINUTE_MS));
-        let n = self.kv.increment(&key, 1, ttl).map_err(StoreError)?.max(0) as u64;
+        let n = self
+            .kv
+            .increment(&key, 1, ttl, NO_DEADLINE)
+            .map_err(store_error)?
+            .max(0) as u64;
         if w.estimate(n) <= limit as f64 {
             return Ok(Ok(()));
         }
-        self.kv.increment(&key, -1, ttl).map_err(StoreError)?;
+        self.kv
+            .increment(&key, -1, ttl, NO_DEADLINE)
+            .map_err(store_error)?;
         Ok(Err(Over {
             retry_after: wait(&w, n - 1, limit, now % MINUTE_MS),
         }))
@@ -173,14 +190,18 @@ impl Counters {
         if per_minute {
             let key = Self::key(name, "tpm", now / MINUTE_MS);
             let ttl = Some(Duration::from_millis(3 * MINUTE_MS));
-            self.kv.increment(&key, delta, ttl).map_err(StoreError)?;
+            self.kv
+                .increment(&key, delta, ttl, NO_DEADLINE)
+                .map_err(store_error)?;
         }
         if let Some(p) = budget {
             let (slot, ends) = Self::period(p, now);
             let key = Self::key(name, p.as_str(), slot);
             // Kept a day past the period's end, then the store forgets it.
             let ttl = Some(Duration::from_millis(ends.saturating_sub(now) + DAY_MS));
-            self.kv.increment(&key, delta, ttl).map_err(StoreError)?;
+            self.kv
+                .increment(&key, delta, ttl, NO_DEADLINE)
+                .map_err(store_error)?;
         }
         Ok(())
     }

@@ -223,7 +223,15 @@ pub struct RawPlugins {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPluginKv {
+    /// `memory` (default) or `redis`.
+    pub backend: Option<String>,
     pub max_bytes_per_plugin: Option<u64>,
+    /// Redis only: `redis://host:port[/db]`, or `env.NAME`.
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub command_timeout_ms: Option<u64>,
+    pub pool_size: Option<u64>,
 }
 
 /// `plugins.entries[i]`.

@@ -12,12 +12,12 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::raw::{
-    OrderedMap, RawClient, RawConfig, RawKey, RawNetwork, RawPluginEntry, RawPlugins, RawProvider,
-    RawProxy,
+    OrderedMap, RawClient, RawConfig, RawKey, RawNetwork, RawPluginEntry, RawPluginKv, RawPlugins,
+    RawProvider, RawProxy,
 };
 use super::{
-    ClientConfig, Config, KeyConfig, NetworkConfig, OnError, PluginEntry, PluginsConfig,
-    ProviderConfig, ProviderKind, ProviderSettings, ProxyConfig, ProxyKind, Secret,
+    ClientConfig, Config, KeyConfig, KvBackend, NetworkConfig, OnError, PluginEntry, PluginsConfig,
+    ProviderConfig, ProviderKind, ProviderSettings, ProxyConfig, ProxyKind, RedisKvConfig, Secret,
 };
 
 mod access;
@@ -829,6 +829,7 @@ fn plugins(ctx: &mut Ctx<'_>, raw: RawPlugins, base_dir: &Path) -> PluginsConfig
         .max_bytes_per_plugin
         .unwrap_or(super::DEFAULT_KV_MAX_BYTES_PER_PLUGIN as u64);
     ctx.positive("plugins.kv.max_bytes_per_plugin", kv_max);
+    let kv_backend = kv_backend(ctx, &kv);
     let compile_cache = match raw.compile_cache {
         None | Some(serde_json::Value::Bool(true)) => default_compile_cache(ctx),
         Some(serde_json::Value::Bool(false)) => None,
@@ -851,8 +852,107 @@ fn plugins(ctx: &mut Ctx<'_>, raw: RawPlugins, base_dir: &Path) -> PluginsConfig
         max_instances,
         entries,
         kv_max_bytes_per_plugin: usize::try_from(kv_max).unwrap_or(usize::MAX),
+        kv_backend: kv_backend.unwrap_or_default(),
         compile_cache,
     }
+}
+
+/// Most multiplexed Redis connections one gateway opens (`plugins.kv.pool_size`).
+const MAX_KV_POOL: u64 = 64;
+
+/// `plugins.kv.backend` and the settings that go with it. The URL is never echoed in a
+/// problem: it may hold a password.
+fn kv_backend(ctx: &mut Ctx<'_>, raw: &RawPluginKv) -> Option<KvBackend> {
+    let redis_only = [
+        ("url", raw.url.is_some()),
+        ("key_prefix", raw.key_prefix.is_some()),
+        ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
+        ("command_timeout_ms", raw.command_timeout_ms.is_some()),
+        ("pool_size", raw.pool_size.is_some()),
+    ];
+    match raw.backend.as_deref() {
+        None | Some("memory") => {
+            for (key, set) in redis_only {
+                if set {
+                    ctx.problem(
+                        &format!("plugins.kv.{key}"),
+                        "only used with \"backend\": \"redis\"",
+                    );
+                }
+            }
+            return Some(KvBackend::Memory);
+        }
+        Some("redis") => {}
+        Some(other) => {
+            ctx.problem(
+                "plugins.kv.backend",
+                format!("unknown value {other:?}; expected \"memory\" or \"redis\""),
+            );
+            return None;
+        }
+    }
+    let path = "plugins.kv.url";
+    let url = match raw.url.as_deref() {
+        None => {
+            ctx.problem(
+                path,
+                "required with \"backend\": \"redis\" (redis://host:port, or \"env.NAME\")",
+            );
+            None
+        }
+        Some(v) => match ctx.resolve(path, v) {
+            Err(()) => None,
+            Ok(Resolved::Missing(name, why)) => {
+                ctx.problem(path, format!("environment variable {name} {why}"));
+                None
+            }
+            Ok(Resolved::Value(v)) => {
+                let ok = reqwest::Url::parse(v.trim()).is_ok_and(|u| {
+                    u.scheme() == "redis" && u.host_str().is_some_and(|h| !h.is_empty())
+                });
+                if ok {
+                    Some(Secret::new(v.trim()))
+                } else {
+                    let from = if v.as_str() == raw.url.as_deref().unwrap_or_default() {
+                        String::new()
+                    } else {
+                        " (from the environment)".to_owned()
+                    };
+                    ctx.problem(
+                        path,
+                        format!("not a redis://host:port URL{from}; the value is not shown"),
+                    );
+                    None
+                }
+            }
+        },
+    };
+    let mut millis = |key: &str, value: Option<u64>, default: u64| {
+        let v = value.unwrap_or(default);
+        ctx.positive(&format!("plugins.kv.{key}"), v)
+            .then(|| Duration::from_millis(v))
+    };
+    let connect_timeout = millis("connect_timeout_ms", raw.connect_timeout_ms, 1000);
+    let command_timeout = millis("command_timeout_ms", raw.command_timeout_ms, 100);
+    let pool_size = raw.pool_size.unwrap_or(4);
+    if !(1..=MAX_KV_POOL).contains(&pool_size) {
+        ctx.problem(
+            "plugins.kv.pool_size",
+            format!("must be between 1 and {MAX_KV_POOL}, got {pool_size}"),
+        );
+    }
+    Some(KvBackend::Redis(RedisKvConfig {
+        url: url?,
+        key_prefix: raw
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "switchyard:".to_owned()),
+        connect_timeout: connect_timeout?,
+        command_timeout: command_timeout?,
+        pool_size: usize::try_from(pool_size)
+            .ok()
+            .filter(|n| (1..=MAX_KV_POOL as usize).contains(n))?,
+    }))
 }
 
 /// `$XDG_CACHE_HOME/switchyard/wasmtime`, else `$HOME/.cache/switchyard/wasmtime`; with

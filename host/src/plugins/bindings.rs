@@ -26,12 +26,18 @@ mod generated_v1 {
     wasmtime::component::bindgen!({
         path: "../wit/0.1.0",
         world: "plugin",
+        // A failing key-value backend traps the call (the WIT functions have no error to
+        // give it), so the plugin's `on_error` policy decides; see `CallError::Kv`.
+        imports: { "switchyard:plugin/kv": trappable },
     });
 }
 mod generated_v2 {
     wasmtime::component::bindgen!({
         path: "../wit/0.2.0",
         world: "plugin",
+        // A failing key-value backend traps the call (the WIT functions have no error to
+        // give it), so the plugin's `on_error` policy decides; see `CallError::Kv`.
+        imports: { "switchyard:plugin/kv": trappable },
     });
 }
 
@@ -106,19 +112,33 @@ macro_rules! host_imports {
             }
 
             impl kv::Host for HostState {
-                fn get(&mut self, key: String) -> Option<Vec<u8>> {
-                    self.kv.get(&key)
+                fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+                    self.kv.get(&key, self.time_left()).map_err(kv_trap)
                 }
-                fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) {
-                    self.kv.set(&key, value, ttl(ttl_ms))
+                fn set(
+                    &mut self,
+                    key: String,
+                    value: Vec<u8>,
+                    ttl_ms: Option<u64>,
+                ) -> wasmtime::Result<()> {
+                    self.kv
+                        .set(&key, value, ttl(ttl_ms), self.time_left())
+                        .map_err(kv_trap)
                 }
                 fn increment(
                     &mut self,
                     key: String,
                     delta: i64,
                     ttl_ms: Option<u64>,
-                ) -> Result<i64, String> {
-                    self.kv.increment(&key, delta, ttl(ttl_ms))
+                ) -> wasmtime::Result<Result<i64, String>> {
+                    match self
+                        .kv
+                        .increment(&key, delta, ttl(ttl_ms), self.time_left())
+                    {
+                        Ok(n) => Ok(Ok(n)),
+                        Err(e) if !e.is_backend() => Ok(Err(e.to_string())),
+                        Err(e) => Err(kv_trap(e)),
+                    }
                 }
                 fn compare_and_swap(
                     &mut self,
@@ -126,12 +146,19 @@ macro_rules! host_imports {
                     expected: Option<Vec<u8>>,
                     value: Vec<u8>,
                     ttl_ms: Option<u64>,
-                ) -> bool {
+                ) -> wasmtime::Result<bool> {
                     self.kv
-                        .compare_and_swap(&key, expected.as_deref(), value, ttl(ttl_ms))
+                        .compare_and_swap(
+                            &key,
+                            expected.as_deref(),
+                            value,
+                            ttl(ttl_ms),
+                            self.time_left(),
+                        )
+                        .map_err(kv_trap)
                 }
-                fn delete(&mut self, key: String) -> bool {
-                    self.kv.delete(&key)
+                fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+                    self.kv.delete(&key, self.time_left()).map_err(kv_trap)
                 }
             }
 
@@ -178,6 +205,13 @@ host_imports!(generated_v2);
 
 fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
+}
+
+/// A store failure of the backend traps; a refusal of the operation itself (`increment` of
+/// a non-integer) is the plugin's to handle. Each operation may wait at most what is left of
+/// the call's deadline.
+fn kv_trap(e: super::kv::KvError) -> wasmtime::Error {
+    wasmtime::Error::new(e)
 }
 
 pub fn now_ms() -> u64 {

@@ -1,18 +1,79 @@
-//! The key-value store behind the `kv` import. [`KvStore`] is the seam for a shared backend
-//! (Redis, for limits shared by several gateways); [`MemoryKv`] is the in-process default.
-//! Every operation is atomic with respect to the others, which is what lets a rate limiter
-//! running in many pooled instances keep one consistent count.
+//! The key-value store behind the `kv` import and the virtual keys' counters. [`KvStore`] is
+//! the one contract; [`MemoryKv`] is the in-process default and `redis` the shared backend
+//! (`plugins.kv.backend`), for limits that hold across several gateways. Every operation is
+//! atomic with respect to the others, which is what lets a rate limiter running in many
+//! pooled instances (or gateways) keep one consistent count.
+//!
+//! Every operation returns a [`KvError`] when it cannot be done and is bounded by the time
+//! its caller can wait (`within`): a plugin passes what is left of its call deadline, so a
+//! slow backend ends the call as a failure instead of holding the request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A key-value store with TTLs. Keys passed here are already namespaced per plugin.
+mod redis;
+
+pub use self::redis::RedisKv;
+
+/// Why a key-value operation gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The operation itself was refused (the value is not an integer, the plugin's space is
+    /// full): the plugin's own mistake, which `increment` hands back to it.
+    #[error("{0}")]
+    Refused(String),
+    /// The backend did not answer within the time the caller had.
+    #[error("kv backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The backend cannot be reached or failed the command.
+    #[error("kv backend failed: {0}")]
+    Backend(String),
+}
+
+impl KvError {
+    /// Whether the backend, not the operation, failed: a plugin call then fails as a whole
+    /// and its `on_error` policy decides the request.
+    pub fn is_backend(&self) -> bool {
+        !matches!(self, KvError::Refused(_))
+    }
+}
+
+/// What `/health` shows of the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KvHealth {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    /// False while the backend is unreachable (the memory store is always up).
+    pub up: bool,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<u64>,
+}
+
+/// No limit of the caller's own: the store's command timeout applies alone.
+pub const NO_DEADLINE: Duration = Duration::MAX;
+
+/// A key-value store with TTLs. Keys passed here are already namespaced per plugin
+/// (`<plugin>\0<key>`, see [`ScopedKv`]); gateway keys begin with NUL. `within` bounds how
+/// long the call may take.
 pub trait KvStore: Send + Sync {
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
-    fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>);
+    fn get(&self, key: &str, within: Duration) -> Result<Option<Vec<u8>>, KvError>;
+    fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        within: Duration,
+    ) -> Result<(), KvError>;
     /// Add `delta` to the integer at `key` (missing = 0); `ttl` applies when the key is created.
-    fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String>;
+    fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+        within: Duration,
+    ) -> Result<i64, KvError>;
     /// Store `value` only if the current value equals `expected` (`None`: absent).
     fn compare_and_swap(
         &self,
@@ -20,8 +81,21 @@ pub trait KvStore: Send + Sync {
         expected: Option<&[u8]>,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> bool;
-    fn delete(&self, key: &str) -> bool;
+        within: Duration,
+    ) -> Result<bool, KvError>;
+    fn delete(&self, key: &str, within: Duration) -> Result<bool, KvError>;
+    /// The backend's state, for `/health`.
+    fn health(&self) -> KvHealth {
+        KvHealth {
+            backend: "memory",
+            up: true,
+            last_error: None,
+            last_error_at_ms: None,
+        }
+    }
+    /// Apply a new `plugins.kv.max_bytes_per_plugin` (a config reload); stores without a
+    /// cap of their own ignore it.
+    fn set_max_bytes_per_plugin(&self, _max_bytes: usize) {}
 }
 
 struct Entry {
@@ -97,7 +171,8 @@ use crate::config::DEFAULT_KV_MAX_BYTES_PER_PLUGIN as DEFAULT_MAX_BYTES_PER_PLUG
 /// refused. Expired keys go lazily, plus a sweep every 4096 operations of a plugin.
 pub struct MemoryKv {
     spaces: Mutex<HashMap<String, Space>>,
-    max_bytes: usize,
+    /// Changed by a config reload; read once per write.
+    max_bytes: AtomicUsize,
     ops: std::sync::atomic::AtomicU64,
     evictions: Option<prometheus::IntCounterVec>,
 }
@@ -122,7 +197,7 @@ impl MemoryKv {
     pub fn with_limit(max_bytes: usize, evictions: Option<prometheus::IntCounterVec>) -> Self {
         MemoryKv {
             spaces: Mutex::new(HashMap::new()),
-            max_bytes,
+            max_bytes: AtomicUsize::new(max_bytes),
             ops: std::sync::atomic::AtomicU64::new(0),
             evictions,
         }
@@ -148,7 +223,7 @@ impl MemoryKv {
         // Amortised O(1): bounded garbage from keys that are never read again.
         if self
             .ops
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(4096)
         {
             space.sweep(now);
@@ -166,15 +241,16 @@ impl MemoryKv {
         now: Instant,
     ) -> Result<(), TooLarge> {
         let need = cost(key, &entry.value);
-        if need > self.max_bytes {
+        let max_bytes = self.max_bytes.load(Ordering::Relaxed);
+        if need > max_bytes {
             return Err(TooLarge);
         }
         space.remove(key);
-        if space.bytes + need > self.max_bytes {
+        if space.bytes + need > max_bytes {
             space.sweep(now);
         }
         let mut evicted = 0u64;
-        while space.bytes + need > self.max_bytes {
+        while space.bytes + need > max_bytes {
             let Some((k, e)) = space.map.pop_lru() else {
                 break;
             };
@@ -209,12 +285,19 @@ fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
     ttl.map(|t| now + t)
 }
 
+// The memory store answers at once: `within` never matters to it.
 impl KvStore for MemoryKv {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.with(key, |s, _, now| s.live(key, now).map(|e| e.value.clone()))
+    fn get(&self, key: &str, _within: Duration) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.with(key, |s, _, now| s.live(key, now).map(|e| e.value.clone())))
     }
 
-    fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
+    fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        _within: Duration,
+    ) -> Result<(), KvError> {
         self.with(key, |s, ns, now| {
             let e = Entry {
                 value,
@@ -224,23 +307,31 @@ impl KvStore for MemoryKv {
             if self.put(s, ns, key, e, now).is_err() {
                 Self::refuse(ns, key);
             }
-        })
+        });
+        Ok(())
     }
 
-    fn increment(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, String> {
+    fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+        _within: Duration,
+    ) -> Result<i64, KvError> {
+        let not_int = || KvError::Refused(format!("value at {:?} is not an integer", local(key)));
         self.with(key, |s, ns, now| {
             let (new, expires) = match s.live(key, now) {
                 Some(e) => {
                     if !e.is_int {
-                        return Err(format!("value at {:?} is not an integer", local(key)));
+                        return Err(not_int());
                     }
                     let cur: i64 = std::str::from_utf8(&e.value)
                         .ok()
                         .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| format!("value at {:?} is not an integer", local(key)))?;
+                        .ok_or_else(not_int)?;
                     let new = cur
                         .checked_add(delta)
-                        .ok_or_else(|| "integer overflow".to_owned())?;
+                        .ok_or_else(|| KvError::Refused("integer overflow".to_owned()))?;
                     (new, e.expires)
                 }
                 None => (delta, expiry(now, ttl)),
@@ -251,7 +342,7 @@ impl KvStore for MemoryKv {
                 expires,
             };
             self.put(s, ns, key, e, now)
-                .map_err(|_| "kv store of this plugin is full".to_owned())?;
+                .map_err(|_| KvError::Refused("kv store of this plugin is full".to_owned()))?;
             Ok(new)
         })
     }
@@ -262,8 +353,9 @@ impl KvStore for MemoryKv {
         expected: Option<&[u8]>,
         value: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> bool {
-        self.with(key, |s, ns, now| {
+        _within: Duration,
+    ) -> Result<bool, KvError> {
+        Ok(self.with(key, |s, ns, now| {
             let cur = s.live(key, now).map(|e| e.value.as_slice());
             if cur != expected {
                 return false;
@@ -280,11 +372,15 @@ impl KvStore for MemoryKv {
                     false
                 }
             }
-        })
+        }))
     }
 
-    fn delete(&self, key: &str) -> bool {
-        self.with(key, |s, _, now| s.remove(key).is_some_and(|e| e.live(now)))
+    fn delete(&self, key: &str, _within: Duration) -> Result<bool, KvError> {
+        Ok(self.with(key, |s, _, now| s.remove(key).is_some_and(|e| e.live(now))))
+    }
+
+    fn set_max_bytes_per_plugin(&self, max_bytes: usize) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 }
 
@@ -317,14 +413,26 @@ impl ScopedKv {
         s
     }
 
-    pub fn get(&self, k: &str) -> Option<Vec<u8>> {
-        self.store.get(&self.key(k))
+    pub fn get(&self, k: &str, within: Duration) -> Result<Option<Vec<u8>>, KvError> {
+        self.store.get(&self.key(k), within)
     }
-    pub fn set(&self, k: &str, v: Vec<u8>, ttl: Option<Duration>) {
-        self.store.set(&self.key(k), v, ttl)
+    pub fn set(
+        &self,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Option<Duration>,
+        within: Duration,
+    ) -> Result<(), KvError> {
+        self.store.set(&self.key(k), v, ttl, within)
     }
-    pub fn increment(&self, k: &str, d: i64, ttl: Option<Duration>) -> Result<i64, String> {
-        self.store.increment(&self.key(k), d, ttl)
+    pub fn increment(
+        &self,
+        k: &str,
+        d: i64,
+        ttl: Option<Duration>,
+        within: Duration,
+    ) -> Result<i64, KvError> {
+        self.store.increment(&self.key(k), d, ttl, within)
     }
     pub fn compare_and_swap(
         &self,
@@ -332,11 +440,13 @@ impl ScopedKv {
         expected: Option<&[u8]>,
         v: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> bool {
-        self.store.compare_and_swap(&self.key(k), expected, v, ttl)
+        within: Duration,
+    ) -> Result<bool, KvError> {
+        self.store
+            .compare_and_swap(&self.key(k), expected, v, ttl, within)
     }
-    pub fn delete(&self, k: &str) -> bool {
-        self.store.delete(&self.key(k))
+    pub fn delete(&self, k: &str, within: Duration) -> Result<bool, KvError> {
+        self.store.delete(&self.key(k), within)
     }
 }
 
@@ -345,28 +455,38 @@ impl ScopedKv {
 mod tests {
     use super::*;
 
+    const W: Duration = NO_DEADLINE;
+
     #[test]
     fn ttl_expires() {
         let kv = MemoryKv::new();
-        kv.set("a", b"1".to_vec(), Some(Duration::from_millis(20)));
-        kv.set("b", b"2".to_vec(), None);
-        assert_eq!(kv.get("a"), Some(b"1".to_vec()));
+        kv.set("a", b"1".to_vec(), Some(Duration::from_millis(20)), W)
+            .unwrap();
+        kv.set("b", b"2".to_vec(), None, W).unwrap();
+        assert_eq!(kv.get("a", W).unwrap(), Some(b"1".to_vec()));
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(kv.get("a"), None);
-        assert_eq!(kv.get("b"), Some(b"2".to_vec()));
-        assert!(!kv.delete("a"));
-        assert!(kv.delete("b"));
+        assert_eq!(kv.get("a", W).unwrap(), None);
+        assert_eq!(kv.get("b", W).unwrap(), Some(b"2".to_vec()));
+        assert!(!kv.delete("a", W).unwrap());
+        assert!(kv.delete("b", W).unwrap());
     }
 
     #[test]
     fn increment_rules() {
         let kv = MemoryKv::new();
-        assert_eq!(kv.increment("n", 5, Some(Duration::from_millis(20))), Ok(5));
-        assert_eq!(kv.increment("n", -2, None), Ok(3));
+        assert_eq!(
+            kv.increment("n", 5, Some(Duration::from_millis(20)), W),
+            Ok(5)
+        );
+        assert_eq!(kv.increment("n", -2, None, W), Ok(3));
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(kv.increment("n", 1, None), Ok(1), "expired key counts as 0");
-        kv.set("s", b"x".to_vec(), None);
-        assert!(kv.increment("s", 1, None).is_err());
+        assert_eq!(
+            kv.increment("n", 1, None, W),
+            Ok(1),
+            "expired key counts as 0"
+        );
+        kv.set("s", b"x".to_vec(), None, W).unwrap();
+        assert!(kv.increment("s", 1, None, W).is_err());
     }
 
     #[test]
@@ -377,16 +497,19 @@ mod tests {
                 let kv = kv.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        kv.increment("c", 1, None).unwrap();
+                        kv.increment("c", 1, None, W).unwrap();
                         // Read-modify-write through CAS: retry until our swap lands.
                         loop {
-                            let cur = kv.get("cas");
+                            let cur = kv.get("cas", W).unwrap();
                             let n: u64 = cur
                                 .as_deref()
                                 .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
                                 .unwrap_or(0);
                             let next = (n + 1).to_string().into_bytes();
-                            if kv.compare_and_swap("cas", cur.as_deref(), next, None) {
+                            if kv
+                                .compare_and_swap("cas", cur.as_deref(), next, None, W)
+                                .unwrap()
+                            {
                                 break;
                             }
                         }
@@ -397,8 +520,8 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(kv.increment("c", 0, None), Ok(8000));
-        assert_eq!(kv.get("cas"), Some(b"8000".to_vec()));
+        assert_eq!(kv.increment("c", 0, None, W), Ok(8000));
+        assert_eq!(kv.get("cas", W).unwrap(), Some(b"8000".to_vec()));
     }
 
     #[test]
@@ -412,34 +535,36 @@ mod tests {
         ));
         let a = ScopedKv::new(store.clone(), "a");
         let b = ScopedKv::new(store.clone(), "b");
-        b.set("keep", vec![1; 100], None);
+        b.set("keep", vec![1; 100], None, W).unwrap();
         for i in 0..10 {
-            a.set(&format!("k{i:02}"), vec![0; 100], None);
+            a.set(&format!("k{i:02}"), vec![0; 100], None, W).unwrap();
         }
         assert_eq!(evictions.with_label_values(&["a"]).get(), 0);
         // k00 is read, so k01 is the least recently used.
-        assert!(a.get("k00").is_some());
+        assert!(a.get("k00", W).unwrap().is_some());
         for i in 10..1000 {
-            a.set(&format!("k{i:02}"), vec![0; 100], None);
+            a.set(&format!("k{i:02}"), vec![0; 100], None, W).unwrap();
             assert!(store.bytes_used("a") <= 10 * (100 + 8 + ENTRY_OVERHEAD));
         }
-        assert_eq!(a.get("k01"), None);
-        assert!(a.get("k999").is_some());
+        assert_eq!(a.get("k01", W).unwrap(), None);
+        assert!(a.get("k999", W).unwrap().is_some());
         assert!(evictions.with_label_values(&["a"]).get() >= 990);
         // Another plugin's keys are never evicted for it.
-        assert_eq!(b.get("keep"), Some(vec![1; 100]));
+        assert_eq!(b.get("keep", W).unwrap(), Some(vec![1; 100]));
         assert_eq!(evictions.with_label_values(&["b"]).get(), 0);
         // Counters stay exact while they are used; a value larger than the cap is refused.
-        assert_eq!(a.increment("n", 2, None), Ok(2));
-        assert_eq!(a.increment("n", 2, None), Ok(4));
-        a.set("huge", vec![0; 1 << 20], None);
-        assert_eq!(a.get("huge"), None);
-        assert!(!a.compare_and_swap("huge", None, vec![0; 1 << 20], None));
+        assert_eq!(a.increment("n", 2, None, W), Ok(2));
+        assert_eq!(a.increment("n", 2, None, W), Ok(4));
+        a.set("huge", vec![0; 1 << 20], None, W).unwrap();
+        assert_eq!(a.get("huge", W).unwrap(), None);
+        assert!(!a
+            .compare_and_swap("huge", None, vec![0; 1 << 20], None, W)
+            .unwrap());
         // Deletes and overwrites give their bytes back.
         let before = store.bytes_used("b");
-        b.set("keep", vec![1; 10], None);
+        b.set("keep", vec![1; 10], None, W).unwrap();
         assert_eq!(store.bytes_used("b"), before - 90);
-        assert!(b.delete("keep"));
+        assert!(b.delete("keep", W).unwrap());
         assert_eq!(store.bytes_used("b"), 0);
     }
 
@@ -447,21 +572,23 @@ mod tests {
     fn expired_keys_are_dropped_before_live_ones_are_evicted() {
         let store = Arc::new(MemoryKv::with_limit(4 * (64 + 6 + ENTRY_OVERHEAD), None));
         let a = ScopedKv::new(store, "a");
-        a.set("live", vec![0; 64], None);
+        a.set("live", vec![0; 64], None, W).unwrap();
         for i in 0..3 {
             a.set(
                 &format!("t{i}"),
                 vec![0; 64],
                 Some(Duration::from_millis(10)),
-            );
+                W,
+            )
+            .unwrap();
         }
         std::thread::sleep(Duration::from_millis(30));
-        a.set("next", vec![0; 64], None);
+        a.set("next", vec![0; 64], None, W).unwrap();
         assert!(
-            a.get("live").is_some(),
+            a.get("live", W).unwrap().is_some(),
             "a live key was evicted while expired ones remained"
         );
-        assert!(a.get("next").is_some());
+        assert!(a.get("next", W).unwrap().is_some());
     }
 
     #[test]
@@ -469,8 +596,8 @@ mod tests {
         let store: Arc<dyn KvStore> = Arc::new(MemoryKv::new());
         let a = ScopedKv::new(store.clone(), "a");
         let b = ScopedKv::new(store, "b");
-        a.set("k", b"1".to_vec(), None);
-        assert_eq!(b.get("k"), None);
-        assert_eq!(a.get("k"), Some(b"1".to_vec()));
+        a.set("k", b"1".to_vec(), None, W).unwrap();
+        assert_eq!(b.get("k", W).unwrap(), None);
+        assert_eq!(a.get("k", W).unwrap(), Some(b"1".to_vec()));
     }
 }

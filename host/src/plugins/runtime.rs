@@ -89,6 +89,16 @@ impl CallBudget {
     }
 }
 
+impl HostState {
+    /// What is left of the call's deadline (wall time): the most a key-value operation may
+    /// wait, so a slow backend cannot hold the request past the plugin's deadline.
+    pub(super) fn time_left(&self) -> Duration {
+        self.budget
+            .deadline
+            .saturating_sub(self.budget.started.elapsed())
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -329,24 +339,30 @@ impl wasmtime_wasi::p2::OutputStream for LogOutput {
 pub enum CallError {
     Trap(String),
     Timeout(String),
+    /// The key-value backend failed under the call (unreachable, too slow for the deadline).
+    Kv(String),
 }
 
 impl CallError {
+    /// The `kind` label of `switchyard_plugin_failures_total`.
     pub fn kind(&self) -> &'static str {
         match self {
             CallError::Trap(_) => "trap",
             CallError::Timeout(_) => "timeout",
+            CallError::Kv(_) => "kv_error",
         }
     }
     pub fn reason(&self) -> &str {
         match self {
-            CallError::Trap(r) | CallError::Timeout(r) => r,
+            CallError::Trap(r) | CallError::Timeout(r) | CallError::Kv(r) => r,
         }
     }
 }
 
 fn classify(e: wasmtime::Error) -> CallError {
-    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+    if let Some(kv) = e.downcast_ref::<super::kv::KvError>() {
+        CallError::Kv(format!("kv: {kv}"))
+    } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         CallError::Timeout("deadline exceeded".into())
     } else {
         CallError::Trap(format!("{e:#}"))
@@ -577,6 +593,11 @@ impl LoadedPlugin {
             Bindings::V2(b) => f(b, s),
             Bindings::V1(_) => Err(wasmtime::Error::msg("not a 0.2.0 instance")),
         })
+    }
+
+    /// The pool cap this version was loaded with (`plugins.max_instances`).
+    pub fn max_instances(&self) -> usize {
+        self.spec.max_instances
     }
 
     pub fn pooled(&self) -> usize {

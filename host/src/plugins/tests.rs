@@ -753,3 +753,140 @@ fn only_versions_in_use_stay_compiled() {
     assert_eq!(host.compiled_versions(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Key-value failures and reconfiguration.
+
+/// A store whose backend is down: every operation fails.
+struct DownKv;
+
+impl KvStore for DownKv {
+    fn get(&self, _: &str, _: Duration) -> Result<Option<Vec<u8>>, KvError> {
+        Err(KvError::Backend("connection refused".into()))
+    }
+    fn set(&self, _: &str, _: Vec<u8>, _: Option<Duration>, _: Duration) -> Result<(), KvError> {
+        Err(KvError::Backend("connection refused".into()))
+    }
+    fn increment(&self, _: &str, _: i64, _: Option<Duration>, _: Duration) -> Result<i64, KvError> {
+        Err(KvError::Backend("connection refused".into()))
+    }
+    fn compare_and_swap(
+        &self,
+        _: &str,
+        _: Option<&[u8]>,
+        _: Vec<u8>,
+        _: Option<Duration>,
+        _: Duration,
+    ) -> Result<bool, KvError> {
+        Err(KvError::Backend("connection refused".into()))
+    }
+    fn delete(&self, _: &str, _: Duration) -> Result<bool, KvError> {
+        Err(KvError::Backend("connection refused".into()))
+    }
+}
+
+fn rate_limit_wasm() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build/rate-limit.wasm");
+    component("plugins/build/rate-limit.wasm", Some(p))
+}
+
+fn rate_limit_entry(on_error: OnError, capacity: u32) -> PluginEntry {
+    let mut e = entry("rate-limit", "rate-limit.wasm");
+    e.on_error = on_error;
+    e.config_json =
+        format!(r#"{{"rules":[{{"name":"r","capacity":{capacity},"refill_per_second":0.001}}]}}"#);
+    e
+}
+
+#[test]
+fn a_failing_kv_backend_traps_the_call_and_on_error_decides() {
+    let Some(wasm) = rate_limit_wasm() else {
+        return;
+    };
+    let dir = wasm.parent().unwrap();
+    let rt = rt();
+    for (on_error, refused) in [(OnError::FailOpen, false), (OnError::FailClosed, true)] {
+        let cfg = plugins_cfg(dir, vec![rate_limit_entry(on_error, 5)]);
+        let reg = prometheus::Registry::new();
+        let host = rt
+            .block_on(PluginHost::start_with_kv(&cfg, 1, &reg, Arc::new(DownKv)))
+            .unwrap();
+        let mut req =
+            chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+        let (out, _) = host.chain().pre_hooks(&ctx(), &mut req);
+        match out {
+            PreOutcome::Reject(e) if refused => {
+                assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert!(e.message.contains("kv"), "{}", e.message);
+            }
+            PreOutcome::Continue if !refused => {}
+            other => panic!("{on_error:?}: {other:?}"),
+        }
+        let text = {
+            use prometheus::Encoder;
+            let mut buf = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&reg.gather(), &mut buf)
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(
+            text.contains(
+                r#"switchyard_plugin_failures_total{kind="kv_error",plugin="rate-limit"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn reconfigure_applies_entries_and_keeps_unchanged_plugins() {
+    let Some(wasm) = rate_limit_wasm() else {
+        return;
+    };
+    let dir = wasm.parent().unwrap();
+    let rt = rt();
+    let cfg = plugins_cfg(dir, vec![rate_limit_entry(OnError::FailOpen, 1)]);
+    let host = rt
+        .block_on(PluginHost::start(&cfg, 1, &prometheus::Registry::new()))
+        .unwrap();
+    let first = host.chain();
+    let pre = |host: &PluginHost| {
+        let mut req =
+            chat(json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}));
+        match host.chain().pre_hooks(&ctx(), &mut req).0 {
+            PreOutcome::Continue => 200,
+            PreOutcome::Reject(e) => e.status.as_u16(),
+            PreOutcome::Respond(_) => 0,
+        }
+    };
+    assert_eq!((pre(&host), pre(&host)), (200, 429));
+
+    // The same entries: the serving version is kept as it is.
+    assert!(rt.block_on(host.reconfigure(&cfg)));
+    assert!(Arc::ptr_eq(&first.plugins[0], &host.chain().plugins[0]));
+
+    // A new capacity and policy: loaded anew with the new config; the bucket's state is in
+    // the store, so only the new capacity decides.
+    let cfg2 = plugins_cfg(dir, vec![rate_limit_entry(OnError::FailClosed, 3)]);
+    assert!(rt.block_on(host.reconfigure(&cfg2)));
+    let h = host.health();
+    assert_eq!(
+        (h[0].state.as_str(), h[0].on_error),
+        ("ready", "fail_closed"),
+        "{h:?}"
+    );
+    assert!(!Arc::ptr_eq(&first.plugins[0], &host.chain().plugins[0]));
+    assert_eq!(pre(&host), 429, "the bucket is empty until it refills");
+
+    // Disabled, then removed.
+    let mut off = rate_limit_entry(OnError::FailClosed, 3);
+    off.enabled = false;
+    assert!(rt.block_on(host.reconfigure(&plugins_cfg(dir, vec![off]))));
+    assert_eq!(host.health()[0].state, "disabled");
+    assert_eq!(pre(&host), 200);
+    assert!(rt.block_on(host.reconfigure(&plugins_cfg(dir, vec![]))));
+    assert!(host.chain().names().is_empty());
+    // A host without plugins cannot take entries.
+    assert!(!rt.block_on(PluginHost::disabled().reconfigure(&cfg)));
+}
