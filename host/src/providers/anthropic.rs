@@ -916,6 +916,7 @@ mod tests {
             native: Some(std::sync::Arc::new(native.as_object().unwrap().clone())),
             headers: vec![("anthropic-beta".into(), "prompt-caching-2024-07-31".into())],
             edited: false,
+            raw: None,
         };
         let up = anthropic().build_request(&req).unwrap();
         let mut expected = native.clone();
