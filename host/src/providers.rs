@@ -171,6 +171,13 @@ pub trait Provider: Send + Sync + 'static {
         Framing::Sse
     }
 
+    /// Whether [`Provider::build_request`] can take a request whose big field is still the
+    /// client's bytes ([`crate::schema::RawField`]) and splice them into its body: true for
+    /// the OpenAI wire format. Otherwise the request is materialized before it gets here.
+    fn splices_raw(&self) -> bool {
+        false
+    }
+
     /// The upstream HTTP request for `req`, without credentials.
     fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError>;
 

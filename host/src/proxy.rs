@@ -205,7 +205,21 @@ pub async fn handle_dialect(
         ctx.hook.headers = h.into();
     }
     // resolve
+    let chain = gw.plugins.chain();
+    let log = &gw.config.logging;
+    let record = gw
+        .config
+        .telemetry
+        .as_ref()
+        .is_some_and(|t| t.record_prompts);
+    let wants_prompt = record || (log.access_log && log.access_log_prompts);
     let resolved = match dialect {
+        // Without plugins or prompt recording nothing here reads the messages: they stay
+        // the client's bytes, and an OpenAI-compatible provider gets them spliced into its
+        // body (others parse them, see `run_target`).
+        Dialect::OpenAi if chain.is_empty() && !wants_prompt => {
+            resolve::resolve_lean(kind, &body, &gw.catalog)
+        }
         Dialect::OpenAi => resolve::resolve_with(kind, &body, &gw.catalog),
         Dialect::Anthropic => {
             resolve::resolve_anthropic(&body, &gw.catalog, headers, |t| speaks_anthropic(gw, t))
@@ -228,13 +242,7 @@ pub async fn handle_dialect(
         return Outcome::Error(e);
     }
     {
-        let log = &gw.config.logging;
-        let record = gw
-            .config
-            .telemetry
-            .as_ref()
-            .is_some_and(|t| t.record_prompts);
-        let text = (record || (log.access_log && log.access_log_prompts))
+        let text = wants_prompt
             .then(|| crate::telemetry::prompt_text(&req.body))
             .flatten();
         let on_span = text.as_deref().filter(|_| record);
@@ -249,7 +257,6 @@ pub async fn handle_dialect(
             ctx.prompt = text;
         }
     }
-    let chain = gw.plugins.chain();
     // A fallback starts from the client's request again, not from what the hooks of the
     // previous target made of it; the copy is only made when there is a fallback.
     let original = (!fallbacks.is_empty()).then(|| req.clone());
@@ -354,10 +361,11 @@ async fn run_target(
     ctx: &mut RequestCtx,
     mut req: UnifiedRequest,
 ) -> Result<Outcome, GatewayError> {
-    // pre-hooks
+    // pre-hooks (a request with plugins was resolved as a whole tree)
     let (pre, ran) = if chain.is_empty() {
         (PreOutcome::Continue, 0)
     } else {
+        req.materialize()?;
         chain.pre_hooks(&ctx.hook, &mut req)
     };
     // A plugin may have changed the model: the key must be allowed that one too.
@@ -365,6 +373,10 @@ async fn run_target(
         ctx.caller
             .allows(&req.target, "model")
             .map_err(GatewayError::from)?;
+    }
+    // Only a provider that splices the client's bytes into its body takes them unparsed.
+    if req.is_lean() && !gw.upstream.splices_raw(&req.target.provider) {
+        req.materialize()?;
     }
     let (mut outcome, served) = match pre {
         // upstream: the route is resolved here, after the hooks

@@ -153,30 +153,17 @@ pub fn build_live_router(live: Arc<Live>, listener: Listener) -> Router {
 
 /// The request body, within `client.max_request_body_bytes` and
 /// `client.body_read_timeout_in_seconds`.
-async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
+async fn read_body(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
     let client = &gw.config.client;
     let limit = client.max_request_body_bytes;
-    match tokio::time::timeout(client.body_read_timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(GatewayError::client(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request_too_large",
-                    None,
-                    format!(
-                        "request body is larger than {limit} bytes (client.max_request_body_bytes)"
-                    ),
-                ))
-            } else {
-                Err(GatewayError::bad_request(
-                    None,
-                    format!("could not read the request body: {e}"),
-                ))
-            }
-        }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if length.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    match tokio::time::timeout(client.body_read_timeout, collect(body, length, limit)).await {
+        Ok(read) => read,
         Err(_) => Err(GatewayError::client(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
@@ -187,6 +174,50 @@ async fn read_body(gw: &Gateway, body: Body) -> Result<Bytes, GatewayError> {
             ),
         )),
     }
+}
+
+/// The body in one buffer, sized by `Content-Length` when there is one: a large body is
+/// neither grown by doubling nor gathered in pieces and copied once more at the end. A body
+/// that arrives in one piece is that piece, uncopied.
+async fn collect(
+    mut body: Body,
+    length: Option<usize>,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    use http_body_util::BodyExt;
+    let mut first: Option<Bytes> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            GatewayError::bad_request(None, format!("could not read the request body: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let have = first.as_ref().map_or(buf.len(), Bytes::len);
+        if have + data.len() > limit {
+            return Err(too_large(limit));
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.reserve_exact(length.unwrap_or(0).max(f.len() + data.len()));
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_too_large",
+        None,
+        format!("request body is larger than {limit} bytes (client.max_request_body_bytes)"),
+    )
 }
 
 /// Every gateway-wide place is taken.
@@ -225,7 +256,7 @@ async fn dispatch_in(
         gw.metrics.rejected_overloaded.inc();
         return dialect_error(dialect, busy(gw));
     };
-    let body = match read_body(gw, body).await {
+    let body = match read_body(gw, &headers, body).await {
         Ok(body) => body,
         Err(e) => return dialect_error(dialect, e),
     };

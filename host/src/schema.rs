@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
 
 /// Which OpenAI endpoint a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +80,9 @@ pub struct Ingress {
     pub edited: bool,
     /// What plugins' pre-hooks asked for with headers (WIT 0.2.0), for this attempt.
     pub plugin_headers: PluginHeaders,
+    /// The request's big field (`messages`, `prompt`, `input`) as the client's bytes, not yet
+    /// in `body`; see [`UnifiedRequest::materialize`].
+    pub raw: Option<RawField>,
 }
 
 /// A plugin's change to the headers of the request to the provider.
@@ -93,6 +99,25 @@ pub struct PluginHeaders {
     pub upstream: Vec<HeaderEdit>,
     /// Added to the client's response.
     pub response: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// One top-level field of the client's body kept as its JSON text, a slice of the body
+/// itself (no copy). A 10 MiB body of many tiny messages is hundreds of MiB as a tree of
+/// `Value`s; an OpenAI-compatible upstream gets these bytes spliced into its body instead,
+/// and only code that reads the field parses it ([`UnifiedRequest::materialize`]). It was
+/// validated element by element when the request was resolved.
+#[derive(Clone)]
+pub struct RawField {
+    /// The field's name.
+    pub key: &'static str,
+    /// Its JSON value, as the client wrote it.
+    pub json: Bytes,
+}
+
+impl std::fmt::Debug for RawField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawField({}: {} bytes)", self.key, self.json.len())
+    }
 }
 
 /// A provider and a model on it.
@@ -124,6 +149,32 @@ pub struct UnifiedRequest {
 }
 
 impl UnifiedRequest {
+    /// Parse the field still kept as bytes ([`Ingress::raw`]) into `body`, for everything
+    /// that reads the request's content: plugins, translating providers, prompt recording.
+    /// Nothing to do after the first call.
+    pub fn materialize(&mut self) -> Result<(), GatewayError> {
+        let Some(raw) = self.ingress.raw.take() else {
+            return Ok(());
+        };
+        let value: Value = serde_json::from_slice(&raw.json).map_err(|e| {
+            GatewayError::gateway(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                format!(
+                    "could not parse '{}' of a request already validated: {e}",
+                    raw.key
+                ),
+            )
+        })?;
+        self.body.insert(raw.key.to_owned(), value);
+        Ok(())
+    }
+
+    /// Whether a field of the body is still kept as bytes (see [`UnifiedRequest::materialize`]).
+    pub fn is_lean(&self) -> bool {
+        self.ingress.raw.is_some()
+    }
+
     /// Point this request at `target`, keeping `body.model` in step.
     pub fn set_target(&mut self, target: Target) {
         self.body

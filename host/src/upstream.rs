@@ -308,6 +308,14 @@ impl Upstream {
         self.providers.get(name)
     }
 
+    /// Whether `provider` takes a request whose big field is still bytes (see
+    /// [`Provider::splices_raw`]); an unknown one reads nothing of it.
+    pub fn splices_raw(&self, provider: &str) -> bool {
+        self.providers
+            .get(provider)
+            .is_none_or(|p| p.provider.splices_raw())
+    }
+
     /// Providers in config order.
     pub fn providers(&self) -> impl Iterator<Item = &Arc<ProviderRuntime>> {
         self.order.iter().filter_map(|n| self.providers.get(n))

@@ -326,3 +326,46 @@ async fn models_lists_what_the_config_serves() {
         .collect();
     assert_eq!(ids, ["openai/gpt-4o", "openai/gpt-4o-mini"]);
 }
+
+/// A large chat body: without plugins its messages are never parsed into one tree, yet an
+/// OpenAI-compatible upstream gets every one of them, a translating one (Anthropic) too, and
+/// a malformed message deep in it is still named by its index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_reach_openai_and_translating_upstreams() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(json!({"providers": {
+        "openai": openai_provider(&mock.url()),
+        "anthropic": {
+            "keys": [{"value": "sk-ant-test", "models": [], "weight": 1.0}],
+            "network_config": {"base_url": format!("{}/v1", mock.url())}
+        }
+    }}))
+    .await;
+    let mut messages: Vec<Value> = (0..20_000)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": format!("m{i}")}))
+        .collect();
+    messages.push(json!({"role": "user", "content": "echo:last"}));
+    for (model, count) in [
+        ("openai/gpt-4o-mini", "messages"),
+        ("anthropic/claude-3-5-haiku", "messages"),
+    ] {
+        let (s, b) = gw
+            .chat(json!({"model": model, "messages": messages, "x_unknown": {"kept": true}, "max_tokens": 8}))
+            .await;
+        assert_eq!(s, 200, "{model}: {b}");
+        let got = mock.received().pop().unwrap();
+        assert_eq!(got.body[count].as_array().unwrap().len(), 20_001, "{model}");
+        if model.starts_with("openai") {
+            assert_eq!(got.body["model"], "gpt-4o-mini");
+            assert_eq!(got.body["x_unknown"]["kept"], true);
+            assert_eq!(got.body["messages"], Value::Array(messages.clone()));
+        }
+    }
+    let mut bad = messages.clone();
+    bad[12_345] = json!({"role": "user", "content": {"text": "x"}});
+    let (s, b) = gw
+        .chat(json!({"model": "openai/gpt-4o-mini", "messages": bad}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["param"], "messages[12345].content", "{b}");
+}

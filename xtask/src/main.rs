@@ -3,6 +3,7 @@
 mod bench;
 mod browser;
 mod js;
+mod memory;
 mod peers;
 mod plugins;
 mod python;
@@ -18,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   python-plugin     build the example Python plugin (componentize-py, in .venv)
   check-new-projects  build what `switchyard plugin new` writes (rust, python) and load it
   js-plugin         build the example JavaScript plugin (componentize-js from npm, locally)
-  bench [--quick]   overhead, throughput, memory and streaming figures beside nginx and crabllm -> docs/benchmarks.md";
+  bench [--quick]   overhead, throughput, memory and streaming figures beside nginx and crabllm -> docs/benchmarks.md
+  bench-memory [--debug|--no-build|--bins DIR]  memory one ~9.4 MiB request (and 4 at once) costs -> docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::bench(&args[1..]),
+        Some("bench-memory") => memory::bench_memory(&args[1..]),
         Some("js-plugin") => {
             let wasm = js::build_js_plugin()?;
             println!("{}", wasm.display());

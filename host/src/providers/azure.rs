@@ -72,6 +72,10 @@ impl Provider for Azure {
         }
     }
 
+    fn splices_raw(&self) -> bool {
+        true
+    }
+
     fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
         // The deployment in the URL picks the model; some API versions reject a `model`
         // field that does not match it.

@@ -56,6 +56,10 @@ impl Provider for OpenAiCompatible {
         }
     }
 
+    fn splices_raw(&self) -> bool {
+        true
+    }
+
     fn build_request(&self, req: &UnifiedRequest) -> Result<UpstreamRequest, GatewayError> {
         Ok(UpstreamRequest::post_json(
             format!("{}{}", self.base_url, req.kind.openai_path()),
@@ -81,10 +85,11 @@ impl Provider for OpenAiCompatible {
 }
 
 /// The client's body for an OpenAI-shaped upstream, serialised straight from the request
-/// (no copy of it: a 10 MiB body of many small messages is hundreds of MiB as a tree).
-/// Streams of chat and completions ask for a final usage chunk, because usage is what
-/// metrics and budgets count; a client's own `stream_options` win. `without` names fields
-/// the upstream must not get (Azure's `model`).
+/// (no copy of it: a 10 MiB body of many small messages is hundreds of MiB as a tree), and
+/// a field still kept as the client's bytes ([`crate::schema::RawField`]) spliced in as
+/// they are, last. Streams of chat and completions ask for a final usage chunk, because
+/// usage is what metrics and budgets count; a client's own `stream_options` win. `without`
+/// names fields the upstream must not get (Azure's `model`).
 pub(crate) fn openai_body(req: &UnifiedRequest, without: &[&str]) -> Result<Bytes, GatewayError> {
     let extra = (req.stream
         && matches!(req.kind, RequestKind::Chat | RequestKind::Completion)
@@ -94,27 +99,47 @@ pub(crate) fn openai_body(req: &UnifiedRequest, without: &[&str]) -> Result<Byte
         map: &'a Map<String, Value>,
         without: &'a [&'a str],
         extra: Option<Value>,
+        /// Written from the raw field instead.
+        raw_key: Option<&'static str>,
     }
     impl serde::Serialize for Body<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let kept = self
                 .map
                 .iter()
-                .filter(|(k, _)| !self.without.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !self.without.contains(&k.as_str()) && self.raw_key != Some(k.as_str())
+                })
                 .map(|(k, v)| (k.as_str(), v));
             s.collect_map(kept.chain(self.extra.as_ref().map(|v| ("stream_options", v))))
         }
     }
-    let mut out = Vec::with_capacity(1024);
+    let raw = req.ingress.raw.as_ref();
+    let raw_key = raw.map(|r| r.key);
+    let raw_len = raw.map_or(0, |r| r.key.len() + r.json.len() + 4);
+    let mut out = Vec::with_capacity(1024 + raw_len);
     serde_json::to_writer(
         &mut out,
         &Body {
             map: &req.body,
             without,
             extra,
+            raw_key,
         },
     )
     .map_err(serialize_error)?;
+    if let Some(raw) = raw {
+        // `{...}` becomes `{...,"key":<raw>}`; the key is one of ours, nothing to escape.
+        out.pop();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(raw.key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(&raw.json);
+        out.push(b'}');
+    }
     Ok(Bytes::from(out))
 }
 

@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::HeaderMap;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::dialects;
 use crate::error::GatewayError;
 use crate::plugins::HookContext;
-use crate::schema::{Dialect, RequestKind, Target, UnifiedRequest};
+use crate::schema::{Dialect, Ingress, RawField, RequestKind, Target, UnifiedRequest};
 
-use super::validate::{json_type, validate};
+use super::validate::{json_type, validate_lean, Lean};
 
 /// Headers a plugin never sees.
 const SECRET_HEADERS: &[&str] = &[
@@ -41,6 +43,87 @@ pub fn resolve_with(
     catalog: &Catalog,
 ) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
     resolve_map(kind, parse_object(body)?, catalog)
+}
+
+/// [`resolve_with`] without a tree of the request's big field (`messages`, or a list of
+/// `prompt`s or `input`s): it stays a slice of `body` ([`RawField`]), validated one element
+/// at a time, until something needs it parsed ([`UnifiedRequest::materialize`]). Errors are
+/// the same as for a parsed body.
+pub fn resolve_lean(
+    kind: RequestKind,
+    body: &Bytes,
+    catalog: &Catalog,
+) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    if let Some((map, raw)) = parse_lean(kind, body) {
+        match resolve_parts(kind, map, raw, catalog) {
+            Ok(r) => return Ok(r),
+            Err(Lean::Invalid(e)) => return Err(e),
+            Err(Lean::Unreadable) => {}
+        }
+    }
+    // Not an object, not JSON, or nested too deeply to check piecewise: the whole body
+    // parsed as a tree, which names the problem as ever.
+    resolve_map(kind, parse_object(body)?, catalog)
+}
+
+/// The field of `kind` that can be large.
+fn big_field(kind: RequestKind) -> &'static str {
+    match kind {
+        RequestKind::Chat => "messages",
+        RequestKind::Completion => "prompt",
+        RequestKind::Embedding => "input",
+    }
+}
+
+/// The body's top-level fields parsed, its big field (when a list) kept as a slice of
+/// `body`; `None` when the body is not a JSON object.
+fn parse_lean(kind: RequestKind, body: &Bytes) -> Option<(Map<String, Value>, Option<RawField>)> {
+    struct Top {
+        key: &'static str,
+    }
+    impl<'de> serde::de::Visitor<'de> for Top {
+        type Value = (Map<String, Value>, Option<&'de RawValue>);
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut fields: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map = Map::new();
+            let mut raw = None;
+            while let Some(k) = fields.next_key::<String>()? {
+                if k != self.key {
+                    let v: Value = fields.next_value()?;
+                    map.insert(k, v);
+                    continue;
+                }
+                // As in a parsed body, the last of duplicate keys wins.
+                let v: &'de RawValue = fields.next_value()?;
+                if v.get().starts_with('[') {
+                    map.remove(self.key);
+                    raw = Some(v);
+                } else {
+                    raw = None;
+                    let v: Value =
+                        serde_json::from_str(v.get()).map_err(serde::de::Error::custom)?;
+                    map.insert(k, v);
+                }
+            }
+            Ok((map, raw))
+        }
+    }
+    let key = big_field(kind);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let (map, raw) = serde::Deserializer::deserialize_map(&mut de, Top { key }).ok()?;
+    de.end().ok()?;
+    let raw = raw.map(|v| RawField {
+        key,
+        json: body.slice_ref(v.get().as_bytes()),
+    });
+    Some((map, raw))
 }
 
 /// What a model name can stand for: `client.model_aliases`, and for a bare name the
@@ -249,22 +332,36 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
 /// resolve for a parsed OpenAI-shaped body.
 pub fn resolve_map(
     kind: RequestKind,
-    mut map: Map<String, Value>,
+    map: Map<String, Value>,
     catalog: &Catalog,
 ) -> Result<(UnifiedRequest, Vec<Target>), GatewayError> {
+    resolve_parts(kind, map, None, catalog).map_err(|e| match e {
+        Lean::Invalid(e) => e,
+        // Only a raw field can be unreadable, and there is none.
+        Lean::Unreadable => GatewayError::bad_request(None, "request body is not readable JSON"),
+    })
+}
+
+/// resolve for the top-level fields `map` and the big field `raw` kept as bytes.
+fn resolve_parts(
+    kind: RequestKind,
+    mut map: Map<String, Value>,
+    raw: Option<RawField>,
+    catalog: &Catalog,
+) -> Result<(UnifiedRequest, Vec<Target>), Lean> {
     let model = match map.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None => {
             return Err(GatewayError::bad_request(
                 Some("model"),
                 "'model' is required: write \"provider/model\" (e.g. \"openai/gpt-4o-mini\") or give 'provider' and 'model'",
-            ))
+            ).into())
         }
         Some(other) => {
             return Err(GatewayError::bad_request(
                 Some("model"),
                 format!("'model' must be a string, got {}", json_type(other)),
-            ))
+            ).into())
         }
     };
     let provider_field = match map.remove("provider") {
@@ -277,14 +374,15 @@ pub fn resolve_map(
                     "'provider' must be a non-empty string, got {}",
                     json_type(&other)
                 ),
-            ))
+            )
+            .into())
         }
     };
     let mut targets = catalog
         .lookup(provider_field.as_deref(), &model, "model")?
         .into_iter();
     let Some(target) = targets.next() else {
-        return Err(catalog.unknown(&model, "model"));
+        return Err(catalog.unknown(&model, "model").into());
     };
     let mut fallbacks: Vec<Target> = targets.collect();
     match map.remove("fallbacks") {
@@ -298,7 +396,8 @@ pub fn resolve_map(
             return Err(GatewayError::bad_request(
                 Some("fallbacks"),
                 format!("'fallbacks' must be a list, got {}", json_type(&other)),
-            ))
+            )
+            .into())
         }
     }
     let stream = match map.get("stream") {
@@ -308,16 +407,16 @@ pub fn resolve_map(
             return Err(GatewayError::bad_request(
                 Some("stream"),
                 format!("'stream' must be a boolean, got {}", json_type(other)),
-            ))
+            )
+            .into())
         }
     };
     if stream && kind == RequestKind::Embedding {
-        return Err(GatewayError::bad_request(
-            Some("stream"),
-            "embeddings cannot be streamed",
-        ));
+        return Err(
+            GatewayError::bad_request(Some("stream"), "embeddings cannot be streamed").into(),
+        );
     }
-    validate(kind, &map)?;
+    validate_lean(kind, &map, raw.as_ref())?;
     map.insert("model".to_owned(), Value::String(target.model.clone()));
     Ok((
         UnifiedRequest {
@@ -325,7 +424,10 @@ pub fn resolve_map(
             target,
             stream,
             body: map,
-            ingress: Default::default(),
+            ingress: Ingress {
+                raw,
+                ..Default::default()
+            },
         },
         fallbacks,
     ))
@@ -597,5 +699,182 @@ mod catalog_tests {
         let body = br#"{"model":"openai/gpt-4o","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
         let (r, _) = resolve_anthropic(body, &c, &h, |t| t.provider == "anthropic").unwrap();
         assert!(r.ingress.native.is_none());
+    }
+}
+
+/// The lean path: the big field kept as the client's bytes, validated piecewise, spliced.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod lean_tests {
+    use super::*;
+    use crate::providers::openai::openai_body;
+
+    fn lean(kind: RequestKind, body: &str) -> Result<UnifiedRequest, GatewayError> {
+        resolve_lean(
+            kind,
+            &Bytes::copy_from_slice(body.as_bytes()),
+            &Catalog::default(),
+        )
+        .map(|(r, _)| r)
+    }
+
+    /// The error the tree path gives for the same body.
+    fn tree(kind: RequestKind, body: &str) -> Result<UnifiedRequest, GatewayError> {
+        let map = parse_object(body.as_bytes())?;
+        resolve_map(kind, map, &Catalog::default()).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn upstream_gets_the_clients_messages_byte_for_byte() {
+        // Odd spacing, escapes and number spellings a round trip through a tree would change.
+        let messages = r#"[ {"role":"user", "content":"caf\u00e9 \"quoted\"", "x_part": 1.50e0},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]} ]"#;
+        let body = format!(
+            r#"{{"model": "openai/gpt-4o", "fallbacks": ["groq/llama"], "x_unknown": {{"keep": [1, 2]}}, "messages": {messages}, "temperature": 0.5}}"#
+        );
+        let req = lean(RequestKind::Chat, &body).unwrap();
+        assert!(req.is_lean());
+        assert!(!req.body.contains_key("messages"));
+        let out = openai_body(&req, &[]).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.ends_with(&format!(r#","messages":{messages}}}"#)),
+            "{text}"
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["x_unknown"], serde_json::json!({"keep": [1, 2]}));
+        assert_eq!(v["temperature"], 0.5);
+        assert!(v.get("fallbacks").is_none() && v.get("provider").is_none());
+        // The same request parsed as a tree says the same.
+        let mut full = req.clone();
+        full.materialize().unwrap();
+        assert!(!full.is_lean());
+        assert_eq!(v, Value::Object(full.body.clone()));
+        assert_eq!(
+            v,
+            serde_json::from_slice::<Value>(&openai_body(&full, &[]).unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn splice_with_stream_options_and_without_fields() {
+        let req = lean(
+            RequestKind::Completion,
+            r#"{"model": "a/b", "stream": true, "prompt": ["x", [1, 2]]}"#,
+        )
+        .unwrap();
+        assert!(req.is_lean());
+        let out = openai_body(&req, &["model", "stream"]).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"stream_options": {"include_usage": true}, "prompt": ["x", [1, 2]]})
+        );
+        // Only the raw field left.
+        let req = lean(
+            RequestKind::Embedding,
+            r#"{"model": "a/b", "input": ["x"]}"#,
+        )
+        .unwrap();
+        let out = openai_body(&req, &["model"]).unwrap();
+        assert_eq!(&out[..], br#"{"input":["x"]}"#);
+    }
+
+    #[test]
+    fn only_lists_stay_raw_and_the_last_duplicate_wins() {
+        let req = lean(
+            RequestKind::Completion,
+            r#"{"model": "a/b", "prompt": "one"}"#,
+        )
+        .unwrap();
+        assert!(!req.is_lean());
+        assert_eq!(req.body["prompt"], "one");
+        let req = lean(
+            RequestKind::Chat,
+            r#"{"model": "a/b", "messages": "x", "messages": [{"role": "user", "content": "y"}]}"#,
+        )
+        .unwrap();
+        assert!(req.is_lean());
+        assert!(!req.body.contains_key("messages"));
+        let e = lean(
+            RequestKind::Chat,
+            r#"{"model": "a/b", "messages": [{"role": "user", "content": "y"}], "messages": 3}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn errors_are_those_of_a_parsed_body() {
+        let deep = format!(
+            r#"{{"model": "a/b", "messages": [{{"role": "user", "content": {}1{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let cases: Vec<(RequestKind, String)> = vec![
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "x"}, {"role": "user", "content": {"text": "x"}}]}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": ["mail jane@example.com"]}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "robot", "content": "x"}]}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": "x", "name": 7}]}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": 3}]}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": []}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": "hi"}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b"}"#.into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#.into()),
+            (RequestKind::Chat, r#"{"messages": [{"role": "user", "content": "x"}]}"#.into()),
+            (RequestKind::Chat, "{\"model\": \"a/b\",\n \"messages\": [}".into()),
+            (RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}]} trailing"#.into()),
+            (RequestKind::Chat, r#"[{"model": "a/b"}]"#.into()),
+            (RequestKind::Chat, "".into()),
+            (RequestKind::Chat, deep),
+            (RequestKind::Completion, r#"{"model": "a/b", "prompt": []}"#.into()),
+            (RequestKind::Completion, r#"{"model": "a/b"}"#.into()),
+            (RequestKind::Embedding, r#"{"model": "a/b", "input": ["x", {"a": 1}]}"#.into()),
+            (RequestKind::Embedding, r#"{"model": "a/b", "input": [1, 2, -3]}"#.into()),
+        ];
+        for (kind, body) in cases {
+            let short = &body[..body.len().min(80)];
+            let e = lean(kind, &body).unwrap_err();
+            let want = tree(kind, &body).unwrap_err();
+            assert_eq!(e.status, want.status, "{short}");
+            assert_eq!(e.param, want.param, "{short}");
+            assert_eq!(e.message, want.message, "{short}");
+            assert_eq!(e.code, want.code, "{short}");
+        }
+        let e = lean(RequestKind::Chat, r#"{"model": "a/b", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "x"}, {"role": "user", "content": {"text": "x"}}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[2].content"));
+        assert!(
+            e.message
+                .starts_with("messages[2].content must be a string or a list of parts"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn good_requests_resolve_alike() {
+        for (kind, body) in [
+            (
+                RequestKind::Chat,
+                r#"{"model": "a/b", "stream": true, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}]}"#,
+            ),
+            (
+                RequestKind::Completion,
+                r#"{"model": "a/b", "prompt": [[1, 2], [3]]}"#,
+            ),
+            (
+                RequestKind::Embedding,
+                r#"{"model": "a/b", "input": ["x", "y"], "dimensions": 8}"#,
+            ),
+        ] {
+            let mut l = lean(kind, body).unwrap();
+            assert!(l.is_lean(), "{body}");
+            l.materialize().unwrap();
+            let t = tree(kind, body).unwrap();
+            assert_eq!(l.body, t.body, "{body}");
+            assert_eq!(l.stream, t.stream);
+            assert_eq!(l.target, t.target);
+        }
     }
 }

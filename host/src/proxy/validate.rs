@@ -7,9 +7,25 @@
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::schema::RequestKind;
+use crate::schema::{RawField, RequestKind};
 
 type Checked = Result<(), GatewayError>;
+
+/// Why a request kept partly as bytes ([`RawField`]) did not pass.
+#[derive(Debug)]
+pub enum Lean {
+    /// It is malformed; the error names the field.
+    Invalid(GatewayError),
+    /// An element is not JSON the validator can read (nested too deeply): the caller parses
+    /// the whole body instead, which reports the problem in the usual words.
+    Unreadable,
+}
+
+impl From<GatewayError> for Lean {
+    fn from(e: GatewayError) -> Lean {
+        Lean::Invalid(e)
+    }
+}
 
 fn bad(path: &str, what: impl std::fmt::Display) -> GatewayError {
     GatewayError::bad_request(Some(path), format!("{path} {what}"))
@@ -28,17 +44,26 @@ pub fn json_type(v: &Value) -> &'static str {
 }
 
 /// Check the fields of `body` that `kind` uses.
+#[cfg(test)]
 pub fn validate(kind: RequestKind, body: &Map<String, Value>) -> Checked {
+    validate_lean(kind, body, None).map_err(|e| match e {
+        Lean::Invalid(e) => e,
+        Lean::Unreadable => GatewayError::bad_request(None, "request body is not readable JSON"),
+    })
+}
+
+/// [`validate`] for a body whose big field is `raw`, still the client's bytes: its elements
+/// are parsed and checked one at a time, so only one of them is ever a tree, and every
+/// problem is reported in the same words as for a parsed body.
+pub fn validate_lean(
+    kind: RequestKind,
+    body: &Map<String, Value>,
+    raw: Option<&RawField>,
+) -> Result<(), Lean> {
     match kind {
-        RequestKind::Chat => chat(body)?,
-        RequestKind::Completion => {
-            required(body, "prompt")?;
-            prompt_like(body, "prompt")?;
-        }
-        RequestKind::Embedding => {
-            required(body, "input")?;
-            prompt_like(body, "input")?;
-        }
+        RequestKind::Chat => chat(body, raw)?,
+        RequestKind::Completion => prompt_field(body, "prompt", raw)?,
+        RequestKind::Embedding => prompt_field(body, "input", raw)?,
     }
     for key in [
         "temperature",
@@ -166,10 +191,28 @@ fn stop(body: &Map<String, Value>) -> Checked {
     }
 }
 
+const PROMPT_LIKE: &str = "must be a string, a list of strings, or token ids";
+
+/// `prompt` / `input` (required), in `body` or kept as bytes in `raw`.
+fn prompt_field(body: &Map<String, Value>, key: &str, raw: Option<&RawField>) -> Result<(), Lean> {
+    match raw.filter(|r| r.key == key) {
+        Some(raw) => {
+            let n = each_element(&raw.json, |i, item| prompt_item(key, i, item))?;
+            if n == 0 {
+                return Err(bad(key, "must not be empty").into());
+            }
+            Ok(())
+        }
+        None => {
+            required(body, key)?;
+            Ok(prompt_like(body, key)?)
+        }
+    }
+}
+
 /// `prompt` / `input`: a string, a list of strings, a list of token ids, or a list of
 /// lists of token ids.
 fn prompt_like(body: &Map<String, Value>, key: &str) -> Checked {
-    let what = "must be a string, a list of strings, or token ids";
     match body.get(key) {
         Some(Value::String(_)) => Ok(()),
         Some(Value::Array(items)) => {
@@ -177,43 +220,99 @@ fn prompt_like(body: &Map<String, Value>, key: &str) -> Checked {
                 return Err(bad(key, "must not be empty"));
             }
             for (i, item) in items.iter().enumerate() {
-                let ok = match item {
-                    Value::String(_) => true,
-                    Value::Number(n) => n.is_u64(),
-                    Value::Array(ids) => ids.iter().all(Value::is_u64),
-                    _ => false,
-                };
-                if !ok {
-                    return Err(bad(
-                        &format!("{key}[{i}]"),
-                        format!("{what}, got {}", describe(item)),
-                    ));
-                }
+                prompt_item(key, i, item)?;
             }
             Ok(())
         }
-        Some(other) => Err(bad(key, format!("{what}, got {}", json_type(other)))),
+        Some(other) => Err(bad(key, format!("{PROMPT_LIKE}, got {}", json_type(other)))),
         None => Ok(()),
     }
 }
 
-fn chat(body: &Map<String, Value>) -> Checked {
-    let messages = match body.get("messages") {
-        None | Some(Value::Null) => return Err(bad("messages", "is required")),
-        Some(Value::Array(m)) if m.is_empty() => return Err(bad("messages", "must not be empty")),
-        Some(Value::Array(m)) => m,
-        Some(other) => {
-            return Err(bad(
-                "messages",
-                format!("must be a list of messages, got {}", json_type(other)),
-            ))
-        }
+fn prompt_item(key: &str, i: usize, item: &Value) -> Checked {
+    let ok = match item {
+        Value::String(_) => true,
+        Value::Number(n) => n.is_u64(),
+        Value::Array(ids) => ids.iter().all(Value::is_u64),
+        _ => false,
     };
-    for (i, m) in messages.iter().enumerate() {
-        message(&format!("messages[{i}]"), m)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            &format!("{key}[{i}]"),
+            format!("{PROMPT_LIKE}, got {}", describe(item)),
+        ))
+    }
+}
+
+/// Parse the JSON list `json` one element at a time, handing each to `check`; the number
+/// of elements. At most one element is a tree at any time.
+fn each_element(json: &[u8], check: impl FnMut(usize, &Value) -> Checked) -> Result<usize, Lean> {
+    struct Each<F> {
+        check: F,
+        failed: Option<GatewayError>,
+    }
+    impl<'de, F: FnMut(usize, &Value) -> Checked> serde::de::Visitor<'de> for &mut Each<F> {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut i = 0;
+            while let Some(item) = seq.next_element::<Value>()? {
+                if let Err(e) = (self.check)(i, &item) {
+                    self.failed = Some(e);
+                    return Err(serde::de::Error::custom("invalid element"));
+                }
+                i += 1;
+            }
+            Ok(i)
+        }
+    }
+    let mut each = Each {
+        check,
+        failed: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    match serde::Deserializer::deserialize_seq(&mut de, &mut each) {
+        Ok(n) => Ok(n),
+        Err(_) => Err(each.failed.take().map_or(Lean::Unreadable, Lean::Invalid)),
+    }
+}
+
+fn chat(body: &Map<String, Value>, raw: Option<&RawField>) -> Result<(), Lean> {
+    match raw.filter(|r| r.key == "messages") {
+        Some(raw) => {
+            let n = each_element(&raw.json, |i, m| message(&format!("messages[{i}]"), m))?;
+            if n == 0 {
+                return Err(bad("messages", "must not be empty").into());
+            }
+        }
+        None => {
+            let messages = match body.get("messages") {
+                None | Some(Value::Null) => return Err(bad("messages", "is required").into()),
+                Some(Value::Array(m)) if m.is_empty() => {
+                    return Err(bad("messages", "must not be empty").into())
+                }
+                Some(Value::Array(m)) => m,
+                Some(other) => {
+                    return Err(bad(
+                        "messages",
+                        format!("must be a list of messages, got {}", json_type(other)),
+                    )
+                    .into())
+                }
+            };
+            for (i, m) in messages.iter().enumerate() {
+                message(&format!("messages[{i}]"), m)?;
+            }
+        }
     }
     tools(body)?;
-    tool_choice(body)
+    Ok(tool_choice(body)?)
 }
 
 const ROLES: &str = "system, developer, user, assistant, tool";
