@@ -12,8 +12,10 @@
 //!   to the provider as `traceparent`). Attributes follow the GenAI semantic conventions.
 //! - Export never waits on the collector: finished spans go into a bounded queue
 //!   (`telemetry.max_queue_size`) that one task drains in batches; a full queue or a failed
-//!   export drops spans, counted in `switchyard_trace_spans_dropped_total{reason}`. The SDK's
-//!   own batch processor would drop just the same but count nowhere we can read.
+//!   export drops spans, counted in `switchyard_trace_spans_dropped_total{reason}`; after a
+//!   failed export, batches are dropped unencoded until a backoff (1 s doubling to 30 s) has
+//!   passed. The SDK's own batch processor would drop just the same but count nowhere we
+//!   can read.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -261,7 +263,7 @@ async fn export_loop(
     let mut batch = Vec::with_capacity(batch_size);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
+    let mut failing = Failing::default();
     loop {
         tokio::select! {
             got = rx.recv() => match got {
@@ -297,14 +299,36 @@ async fn export_loop(
     }
 }
 
+/// The collector's state as the export loop saw it: after a failed export, batches are
+/// dropped (and counted) without being encoded or sent until `retry_at`, the wait doubling
+/// from 1 s to 30 s while it keeps failing. Encoding a batch to protobuf is most of an
+/// export's cost, so a collector that is down costs the gateway one attempt per wait.
+#[derive(Debug, Default)]
+struct Failing {
+    since: Option<tokio::time::Instant>,
+    retry_at: Option<tokio::time::Instant>,
+    wait: Duration,
+}
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
 async fn send(
     exporter: &opentelemetry_otlp::SpanExporter,
     batch: &mut Vec<SpanData>,
     timeout: Duration,
-    failing: &mut bool,
+    failing: &mut Failing,
 ) {
     let n = batch.len() as u64;
     let spans = std::mem::take(batch);
+    let now = tokio::time::Instant::now();
+    if failing.retry_at.is_some_and(|at| now < at) {
+        COUNTERS
+            .dropped
+            .with_label_values(&["export_failed"])
+            .inc_by(n);
+        return;
+    }
     let result = match tokio::time::timeout(timeout, exporter.export(spans)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -313,20 +337,30 @@ async fn send(
     match result {
         Ok(()) => {
             COUNTERS.exported.inc_by(n);
-            if *failing {
+            if failing.since.take().is_some() {
                 tracing::info!("trace export to the OTLP collector works again");
-                *failing = false;
             }
+            *failing = Failing::default();
         }
         Err(e) => {
             COUNTERS
                 .dropped
                 .with_label_values(&["export_failed"])
                 .inc_by(n);
+            failing.wait = if failing.since.is_none() {
+                FIRST_RETRY
+            } else {
+                (failing.wait * 2).min(LAST_RETRY)
+            };
+            failing.retry_at = Some(tokio::time::Instant::now() + failing.wait);
             // Once per outage, not once per batch.
-            if !*failing {
-                tracing::warn!(spans = n, "trace export failed, spans dropped: {e}");
-                *failing = true;
+            if failing.since.is_none() {
+                tracing::warn!(
+                    spans = n,
+                    "trace export failed, spans dropped until it works again (next try in {} s): {e}",
+                    failing.wait.as_secs()
+                );
+                failing.since = Some(now);
             }
         }
     }
