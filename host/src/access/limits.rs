@@ -134,8 +134,10 @@ impl Counters {
         self.kv
             .increment(&key, -1, ttl, NO_DEADLINE)
             .map_err(store_error)?;
+        // `n - 1` may still hold other refused requests' increments that are being given
+        // back; no more than `limit` were let in, so the wait is never counted from more.
         Ok(Err(Over {
-            retry_after: wait(&w, n - 1, limit, now % MINUTE_MS),
+            retry_after: wait(&w, (n - 1).min(limit), limit, now % MINUTE_MS),
         }))
     }
 
