@@ -738,9 +738,7 @@ impl StreamState {
                         match r {
                             Ok(()) if last.has_content() => {
                                 self.chunks = self.chunks.saturating_add(1);
-                                self.plugins_end(StreamEnding::Complete);
-                                self.finish
-                                    .stream_ended(StreamEnd::Complete, self.usage, self.own);
+                                self.ended(StreamEnd::Complete, String::new());
                                 return Some(StreamItem::Chunk(last));
                             }
                             Ok(()) => {}
@@ -748,9 +746,7 @@ impl StreamState {
                         }
                     }
                 }
-                self.plugins_end(StreamEnding::Complete);
-                self.finish
-                    .stream_ended(StreamEnd::Complete, self.usage, self.own);
+                self.ended(StreamEnd::Complete, String::new());
                 None
             }
         }
@@ -773,9 +769,8 @@ impl StreamState {
         self.own += started.elapsed();
     }
 
-    fn end(&mut self, end: StreamEnd, e: Option<GatewayError>) -> StreamItem {
-        self.over = true;
-        let message = e.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    /// The plugins (once) and then the finish step hear how the stream ended.
+    fn ended(&mut self, end: StreamEnd, message: String) {
         self.plugins_end(match end {
             StreamEnd::PluginError => StreamEnding::PluginError(message),
             StreamEnd::ClientGone => StreamEnding::ClientGone,
@@ -783,6 +778,12 @@ impl StreamState {
             StreamEnd::UpstreamError => StreamEnding::UpstreamError(message),
         });
         self.finish.stream_ended(end, self.usage, self.own);
+    }
+
+    fn end(&mut self, end: StreamEnd, e: Option<GatewayError>) -> StreamItem {
+        self.over = true;
+        let message = e.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        self.ended(end, message);
         StreamItem::Error(e.unwrap_or_else(|| {
             GatewayError::gateway(StatusCode::BAD_GATEWAY, "stream_failed", "stream failed")
         }))

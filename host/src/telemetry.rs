@@ -305,7 +305,7 @@ async fn export_loop(
 /// export's cost, so a collector that is down costs the gateway one attempt per wait.
 #[derive(Debug, Default)]
 struct Failing {
-    since: Option<tokio::time::Instant>,
+    /// Set while the collector is failing: no export before then.
     retry_at: Option<tokio::time::Instant>,
     wait: Duration,
 }
@@ -337,7 +337,7 @@ async fn send(
     match result {
         Ok(()) => {
             COUNTERS.exported.inc_by(n);
-            if failing.since.take().is_some() {
+            if failing.retry_at.is_some() {
                 tracing::info!("trace export to the OTLP collector works again");
             }
             *failing = Failing::default();
@@ -347,20 +347,20 @@ async fn send(
                 .dropped
                 .with_label_values(&["export_failed"])
                 .inc_by(n);
-            failing.wait = if failing.since.is_none() {
+            let first = failing.retry_at.is_none();
+            failing.wait = if first {
                 FIRST_RETRY
             } else {
                 (failing.wait * 2).min(LAST_RETRY)
             };
             failing.retry_at = Some(tokio::time::Instant::now() + failing.wait);
             // Once per outage, not once per batch.
-            if failing.since.is_none() {
+            if first {
                 tracing::warn!(
                     spans = n,
                     "trace export failed, spans dropped until it works again (next try in {} s): {e}",
                     failing.wait.as_secs()
                 );
-                failing.since = Some(now);
             }
         }
     }
